@@ -99,6 +99,9 @@ def validate(frame: pd.DataFrame, schema: Any, path: str | Path) -> pd.DataFrame
     Returns:
         The validated (and coerced) frame.
     """
+    # Row numbers in messages are positions: a fresh index also sidesteps
+    # pandera failing on duplicate index labels.
+    frame = frame.reset_index(drop=True)
     try:
         return schema.validate(frame, lazy=True)
     except (pandera.errors.SchemaErrors, pandera.errors.SchemaError) as err:
@@ -119,7 +122,7 @@ def read_table(path: str | Path, schema: Any) -> pd.DataFrame:
 
 def write_table(frame: pd.DataFrame, path: str | Path, schema: Any) -> pd.DataFrame:
     """Validate `frame` against `schema`, then write it atomically as Parquet."""
-    frame = validate(frame.reset_index(drop=True), schema, path)
+    frame = validate(frame, schema, path)
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return frame

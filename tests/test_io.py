@@ -1,0 +1,68 @@
+"""Atomic writes leave the old file intact on failure; tables are validated both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pmg import schemas
+from pmg.errors import DataError
+from pmg.io import atomic_path, read_table, write_json_atomic, write_table
+
+
+def _interactions() -> pd.DataFrame:
+    return pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["a", "b"], "timestamp": [1, 2], "rating": [4.0, None]})
+
+
+def test_atomic_path_keeps_old_content_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+def test_write_json_atomic(tmp_path: Path) -> None:
+    write_json_atomic(tmp_path / "m.json", {"b": 1, "a": [1, 2]})
+    assert (tmp_path / "m.json").read_text().startswith('{\n  "a"')
+
+
+def test_table_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "inter.parquet"
+    write_table(_interactions(), path, schemas.Interactions)
+    back = read_table(path, schemas.Interactions)
+    assert back["item_id"].tolist() == ["a", "b"]
+    assert pd.isna(back["rating"].iloc[1])
+
+
+def test_invalid_table_is_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "inter.parquet"
+    bad = _interactions()
+    bad.loc[1, "timestamp"] = -5
+    with pytest.raises(DataError) as err:
+        write_table(bad, path, schemas.Interactions)
+    assert "row 1" in str(err.value) and "'timestamp'" in str(err.value)
+    assert not path.exists()
+
+
+def test_read_rejects_garbage_and_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        read_table(tmp_path / "none.parquet", schemas.Items)
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"\x00not parquet")
+    with pytest.raises(DataError, match="not a readable Parquet table"):
+        read_table(junk, schemas.Items)
+
+
+def test_read_validates(tmp_path: Path) -> None:
+    path = tmp_path / "inter.parquet"
+    frame = _interactions()
+    frame["extra"] = 1
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match="extra"):
+        read_table(path, schemas.Interactions)
