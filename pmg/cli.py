@@ -12,11 +12,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from pmg.config import Params, load_params
 from pmg.errors import ConfigError, PMGError
+
+if TYPE_CHECKING:
+    from pmg.registry import Registry
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, object]:
@@ -38,6 +42,93 @@ def _cmd_assets_fetch(args: argparse.Namespace) -> int:
 
     params = _params(args)
     fetch_assets(params.assets)
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    # Imported here: boto3 stays out of the start-up of every other command.
+    from pmg.registry import Registry
+
+    return Registry(_params(args).registry)
+
+
+def _cmd_registry_init(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    outcome = registry.init()
+    state = "created" if outcome["bucket_created"] else "exists"
+    print(f"bucket {registry.bucket.name!r} at {registry.bucket.endpoint}: {state}; conditional writes: ok")
+    return 0
+
+
+def _cmd_registry_push(args: argparse.Namespace) -> int:
+    from pmg.registry import Registry, load_metrics
+
+    params = _params(args)
+    dumped = params.model_dump(mode="json")
+    unknown = sorted(set(args.section) - set(dumped))
+    if unknown:
+        raise ConfigError(f"--section {', '.join(unknown)}: not a params section (have {', '.join(dumped)})")
+    recorded = {name: dumped[name] for name in (args.section or dumped)}
+    registry = Registry(params.registry)
+    manifest = registry.push(
+        args.adapter_dir, load_metrics(args.metrics), recorded, create_bucket=args.create_bucket
+    )
+    print(f"pushed version {manifest.version} ({len(manifest.files)} files) to {registry.url()}")
+    return 0
+
+
+def _cmd_registry_list(args: argparse.Namespace) -> int:
+    import json
+
+    versions = _registry(args).versions()
+    if args.json:
+        rows = [{**info.manifest.model_dump(mode="json"), "aliases": list(info.aliases)} for info in versions]
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    if not versions:
+        print("no versions")
+        return 0
+    print(f"{'version':>7}  {'created_at':20}  {'git':8}  {'aliases':19}  metrics")
+    for info in versions:
+        m = info.manifest
+        metrics = " ".join(f"{name}={value:.4g}" for name, value in sorted(m.metrics.items()))
+        aliases = ",".join(info.aliases) or "-"
+        print(f"{m.version:>7}  {m.created_at:20}  {m.git_revision[:8]:8}  {aliases:19}  {metrics}")
+    return 0
+
+
+def _cmd_registry_promote(args: argparse.Namespace) -> int:
+    move = _registry(args).promote(args.version, to=args.to, reason=args.reason, force=args.force)
+    if move.report is not None and move.report.results:
+        print(move.report.describe())
+    if not move.changed:
+        print(f"{move.alias} already points at version {move.to_version}")
+    else:
+        forced = " (forced)" if move.forced else ""
+        print(f"{move.alias}: {move.from_version or 'none'} -> {move.to_version}{forced}")
+    return 0
+
+
+def _cmd_registry_rollback(args: argparse.Namespace) -> int:
+    move = _registry(args).rollback(args.alias, reason=args.reason)
+    print(f"{move.alias}: {move.from_version} -> {move.to_version} (rolled back)")
+    return 0
+
+
+def _cmd_registry_history(args: argparse.Namespace) -> int:
+    for entry in _registry(args).alias_history(args.alias):
+        forced = " FORCED" if entry.get("forced") else ""
+        print(
+            f"{entry['at']}  {entry['action']:8}  {entry.get('from_version') or 'none'} -> "
+            f"{entry['to_version']}{forced}  by {entry['by']}: {entry['reason']}"
+        )
+    return 0
+
+
+def _cmd_registry_pull(args: argparse.Namespace) -> int:
+    manifest = _registry(args).pull(args.ref, args.dest)
+    files = len(manifest.files)
+    print(f"pulled version {manifest.version} ({files} files, sha256 verified) into {args.dest}")
     return 0
 
 
@@ -73,6 +164,39 @@ def build_parser() -> argparse.ArgumentParser:
     assets_sub = assets.add_subparsers(dest="assets_command", required=True)
     fetch = assets_sub.add_parser("fetch", help="download, verify (sha256) and extract every asset")
     fetch.set_defaults(func=_cmd_assets_fetch)
+
+    registry = sub.add_parser("registry", help="versioned adapters on S3, aliases moved by metric gates")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    init = registry_sub.add_parser("init", help="create the bucket if missing; check conditional writes")
+    init.set_defaults(func=_cmd_registry_init)
+    push = registry_sub.add_parser("push", help="upload an adapter folder as the next immutable version")
+    push.add_argument("adapter_dir", help="the adapter folder (safetensors + JSON config)")
+    push.add_argument("--metrics", required=True, help="metrics JSON file (nested objects are flattened)")
+    push.add_argument(
+        "--section", action="append", default=[], help="params section to record (repeatable; default: all)"
+    )
+    push.add_argument("--create-bucket", action="store_true", help="create the bucket if it does not exist")
+    push.set_defaults(func=_cmd_registry_push)
+    listing = registry_sub.add_parser("list", help="complete versions, their aliases and metrics")
+    listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    listing.set_defaults(func=_cmd_registry_list)
+    promote = registry_sub.add_parser("promote", help="move an alias to a version if the metric gates pass")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--to", required=True, choices=["staging", "production"])
+    promote.add_argument("--reason", required=True, help="why (recorded in the alias history)")
+    promote.add_argument("--force", action="store_true", help="move even if gates fail (recorded as forced)")
+    promote.set_defaults(func=_cmd_registry_promote)
+    rollback = registry_sub.add_parser("rollback", help="point an alias back at its previous version")
+    rollback.add_argument("alias", choices=["staging", "production"])
+    rollback.add_argument("--reason", default="rollback", help="why (recorded in the alias history)")
+    rollback.set_defaults(func=_cmd_registry_rollback)
+    history = registry_sub.add_parser("history", help="every move of an alias")
+    history.add_argument("alias", choices=["staging", "production"])
+    history.set_defaults(func=_cmd_registry_history)
+    pull = registry_sub.add_parser("pull", help="download a version or alias, every sha256 verified")
+    pull.add_argument("ref", help="version number (3 or v3) or alias (staging, production)")
+    pull.add_argument("dest", help="destination folder (must not exist or be empty)")
+    pull.set_defaults(func=_cmd_registry_pull)
 
     prepare = sub.add_parser("prepare", help="canonical, validated tables per scenario")
     prepare.add_argument("--scenario", choices=["clothing", "movies", "emoji"], help="one scenario (default: all)")

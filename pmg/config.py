@@ -68,8 +68,21 @@ class ModelSpec(Section):
             the hub is reachable; the `mini` profile only names local paths).
         name: a model/architecture name where the loader needs one besides
             the weights (open_clip model name, GGUF file name, endpoint model).
-        url: endpoint base URL for `openai`-kind LLMs.
-        dtype: `auto` (fp16 on CUDA, fp32 on CPU), `float32`, `float16` or `bfloat16`.
+        url: endpoint base URL for `openai`-kind LLMs (e.g.
+            `http://127.0.0.1:8000`; `/v1/chat/completions` is appended).
+        dtype: `auto` (fp16 on CUDA, fp32 on CPU), `float32`, `float16` or
+            `bfloat16`; fp16 is never used on CPU (it falls back to fp32).
+        context_length: LLM context window in tokens. Local LLMs read it from
+            their config when this is null; endpoints do not report it, so
+            set it for them.
+        timeout_s: per-request timeout of an endpoint, in seconds.
+        max_retries: retries of an endpoint request after a connection
+            error, a timeout or a 5xx answer (4xx answers are not retried).
+        api_key_env: name of the environment variable holding the endpoint's
+            API key (sent as a bearer token); null sends none. The key itself
+            never goes in `params.yaml`.
+        safety_checker: generators only; `false` loads the pipeline without
+            its safety checker, `true` keeps whatever the pipeline folder has.
     """
 
     kind: str
@@ -77,6 +90,11 @@ class ModelSpec(Section):
     name: str | None = None
     url: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    context_length: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    api_key_env: str | None = None
+    safety_checker: bool = True
 
 
 class ProfileConfig(Section):
@@ -222,6 +240,147 @@ class PrepareConfig(Section):
     emoji: EmojiSource = EmojiSource()
 
 
+# ---------------------------------------------------------------------- registry
+
+
+class MetricGate(Section):
+    """One promotion gate: a metric the candidate may not regress on.
+
+    Against the current `production` version the candidate passes when it is
+    no worse than production by more than `tolerance` (for `lower`: candidate
+    <= production + tolerance; for `higher`: candidate >= production -
+    tolerance). With `relative`, the tolerance is a fraction of production's
+    value. With no production (or production lacking the metric) the gate
+    compares against `threshold` when one is set, and otherwise passes.
+
+    Attributes:
+        metric: the metric's name in a version's metrics (nested metrics
+            files are flattened with dots, e.g. `clothing.lpips_history`).
+        direction: `lower` (e.g. LPIPS) or `higher` (e.g. SSIM) is better.
+        tolerance: how much worse than production the candidate may be.
+        relative: read `tolerance` as a fraction of production's value.
+        threshold: absolute bound used when there is no production value.
+    """
+
+    metric: str = Field(min_length=1)
+    direction: Literal["lower", "higher"]
+    tolerance: float = Field(default=0.0, ge=0.0)
+    relative: bool = False
+    threshold: float | None = None
+
+
+class RegistryConfig(Section):
+    """The S3 model registry of trained adapters (see `pmg.registry`).
+
+    Credentials are never configured here: boto3 reads the standard AWS
+    environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    `AWS_PROFILE`, ...) and profile files.
+
+    Attributes:
+        bucket: the S3 bucket (may be shared with the DVC remote).
+        prefix: key prefix of the registry inside the bucket.
+        endpoint_url: S3-compatible endpoint (SeaweedFS, MinIO, ...); null
+            means AWS S3. A set endpoint uses path-style addressing.
+        region: the bucket's region.
+        max_attempts: botocore's `retries.max_attempts` (`standard` mode):
+            retries after the first request, so a down server fails after at
+            most `max_attempts + 1` requests with jittered backoff.
+        connect_timeout: seconds to wait for a TCP connection.
+        read_timeout: seconds to wait for an answer.
+        gates: the metric gates a candidate must pass to move a gated alias.
+        gated_aliases: aliases that only move when the gates pass
+            (`--force` overrides, and is recorded as forced).
+    """
+
+    bucket: str = Field(default="pmg", min_length=3)
+    prefix: str = "pmg/registry"
+    endpoint_url: str | None = None
+    region: str | None = "us-east-1"
+    max_attempts: int = Field(default=4, ge=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    gates: tuple[MetricGate, ...] = (
+        MetricGate(metric="lpips_history", direction="lower", tolerance=0.01),
+        MetricGate(metric="lpips_target", direction="lower", tolerance=0.02),
+    )
+    gated_aliases: tuple[Literal["staging", "production"], ...] = ("production",)
+
+    @model_validator(mode="after")
+    def _check(self) -> RegistryConfig:
+        metrics = [gate.metric for gate in self.gates]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"gates name a metric more than once: {metrics}")
+        if self.prefix != self.prefix.strip("/") or "//" in self.prefix:
+            raise ValueError(f"prefix must have no leading, trailing or doubled '/', got {self.prefix!r}")
+        return self
+
+
+
+# -------------------------------------------------------------------------- zoo
+
+
+class ZooClipConfig(Section):
+    """Training of the mini CLIP (open_clip custom model) of the `mini` profile.
+
+    Attributes:
+        out: output folder (open_clip local-dir format).
+        image_size: input resolution of the image tower.
+        epochs: passes over the training pairs.
+        batch_size: contrastive batch size.
+        lr: AdamW learning rate.
+        heldout_fraction: share of items kept out for the quality gate.
+        min_gate_ratio: zero-shot top-1 must reach this multiple of chance
+            in every scenario, else the stage fails.
+    """
+
+    out: str = "data/zoo/clip"
+    image_size: int = Field(default=64, ge=16)
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=2)
+    lr: float = Field(default=1e-3, gt=0)
+    heldout_fraction: float = Field(default=0.15, gt=0, lt=1)
+    min_gate_ratio: float = Field(default=3.0, ge=0)
+
+
+class ZooSDConfig(Section):
+    """Training of the mini Stable Diffusion pipeline of the `mini` profile.
+
+    Attributes:
+        out: output folder (diffusers `StableDiffusionPipeline` format).
+        resolution: image side in pixels (32-64 on a CPU).
+        steps: optimisation steps.
+        batch_size: images per step.
+        lr: AdamW learning rate.
+        inference_steps: denoising steps used by the gates.
+        min_prompt_match: share of held-out prompts whose image must be
+            closer (mini CLIP) to its own prompt than to a mismatched one.
+        min_colour_ratio: clothing colour accuracy must reach this multiple
+            of chance.
+    """
+
+    out: str = "data/zoo/sd"
+    resolution: int = Field(default=32, ge=16)
+    steps: int = Field(default=3000, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
+    inference_steps: int = Field(default=20, ge=1)
+    min_prompt_match: float = Field(default=0.7, ge=0, le=1)
+    min_colour_ratio: float = Field(default=3.0, ge=0)
+
+
+class ZooConfig(Section):
+    """The mini model zoo, built from packaged assets and the default world.
+
+    Attributes:
+        llm_out: the base LLM converted from GGUF to a Hugging Face folder.
+        clip: mini CLIP training.
+        sd: mini Stable Diffusion training.
+    """
+
+    llm_out: str = "data/zoo/llm"
+    clip: ZooClipConfig = ZooClipConfig()
+    sd: ZooSDConfig = ZooSDConfig()
+
 # ------------------------------------------------------------------------ params
 
 
@@ -232,6 +391,8 @@ class Params(Section):
     profiles: dict[str, ProfileConfig]
     assets: AssetsConfig = AssetsConfig()
     prepare: PrepareConfig = PrepareConfig()
+    registry: RegistryConfig = RegistryConfig()
+    zoo: ZooConfig = ZooConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Params:

@@ -23,6 +23,25 @@ class AssetError(PMGError):
     """An offline asset could not be fetched, verified or extracted."""
 
 
+class ModelError(PMGError):
+    """A model could not be loaded or answered badly.
+
+    The message names the config key (e.g. `profiles.mini.llm.path`) and the
+    path or URL it holds: a missing or wrong path, a checkpoint of the wrong
+    kind, a GGUF file that does not parse, an endpoint that times out or
+    answers garbage, a device that is not there.
+    """
+
+
+class RegistryError(PMGError):
+    """The model registry (S3) refused or failed an operation.
+
+    The message names the endpoint, the bucket and what failed: an unreachable
+    server (after bounded retries), rejected credentials, a missing bucket, a
+    version that does not exist or does not verify, a refused promotion.
+    """
+
+
 class DataError(PMGError):
     """An input or intermediate table is malformed.
 
