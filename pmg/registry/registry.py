@@ -1,0 +1,579 @@
+"""The adapter registry: immutable numbered versions and gated aliases on S3.
+
+Layout under `s3://<bucket>/<prefix>/`::
+
+    versions/<n>/claim.json      written first, If-None-Match: * (claims n)
+    versions/<n>/files/<path>    the adapter's files, each If-None-Match: *
+    versions/<n>/manifest.json   written last, If-None-Match: * (commits n)
+    aliases/<name>.json          {alias, version, history: [...]}, If-Match
+
+Why it is safe without locks:
+
+- *Racing pushes.* A push picks the next free number and claims it with a
+  conditional create of `claim.json`; S3 (and SeaweedFS, checked by
+  `Registry.init` and the tests) lets exactly one writer create a key, the
+  others get HTTP 412 and try the next number. So two pushes never share a
+  number and both complete.
+- *Interrupted pushes.* A version is visible (`list`, `pull`, `promote`) only
+  once its manifest exists and every file it lists is there with the listed
+  size. A push that dies before the manifest leaves a claimed number nobody
+  sees; the number is never reused.
+- *Immutability.* Every object of a version is created with
+  `If-None-Match: *`, so nothing under a version is ever overwritten;
+  pushing to an existing number is refused.
+- *Aliases.* An alias object is replaced with `If-Match: <etag>` of the copy
+  the decision was made on; if someone moved the alias meanwhile the move is
+  re-evaluated (gates included) on the new state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pmg.config import RegistryConfig
+from pmg.errors import RegistryError
+from pmg.registry import manifest as mf
+from pmg.registry.gates import GateReport, evaluate_gates
+from pmg.registry.manifest import Manifest
+from pmg.registry.s3 import Bucket
+
+ALIASES = ("staging", "production")
+_MAX_CLAIM_TRIES = 100
+_MAX_ALIAS_TRIES = 8
+_VERSION_REF = re.compile(r"^v?(\d+)$")
+
+
+class PromotionRefused(RegistryError):
+    """The candidate failed at least one metric gate; `.report` says which."""
+
+    def __init__(self, message: str, report: GateReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """The outcome of a promotion or a rollback.
+
+    Attributes:
+        alias: `staging` or `production`.
+        from_version: the alias's target before (None if it had none).
+        to_version: its target now.
+        changed: False when the alias already pointed at `to_version`.
+        forced: `--force` was given.
+        report: the gate report (promotions only).
+    """
+
+    alias: str
+    from_version: int | None
+    to_version: int
+    changed: bool
+    forced: bool = False
+    report: GateReport | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A committed version and the aliases that point at it."""
+
+    manifest: Manifest
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+
+@dataclass
+class _Alias:
+    """An alias object as read, with the ETag it was read at."""
+
+    name: str
+    version: int | None
+    history: list[dict[str, Any]]
+    etag: str | None
+
+    def to_json(self) -> bytes:
+        doc = {"alias": self.name, "version": self.version, "history": self.history}
+        return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _check_alias(name: str) -> str:
+    if name not in ALIASES:
+        raise RegistryError(f"unknown alias {name!r}: aliases are {', '.join(ALIASES)}")
+    return name
+
+
+def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
+    """The alias's targets as a stack: promotions push, rollbacks pop."""
+    stack: list[int] = []
+    for entry in history:
+        if entry.get("action") == "rollback":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(int(entry["to_version"]))
+    return stack
+
+
+class Registry:
+    """Versions and aliases of trained adapters in one S3 bucket + prefix.
+
+    Args:
+        cfg: the `registry` section of params.yaml.
+        client: a boto3 S3 client to use instead of building one from `cfg`
+            and the standard AWS credential chain (tests pass one).
+    """
+
+    def __init__(self, cfg: RegistryConfig, client: Any | None = None) -> None:
+        self.cfg = cfg
+        self.bucket = Bucket(cfg, client)
+        self.root = f"{cfg.prefix}/" if cfg.prefix else ""
+
+    # ------------------------------------------------------------- keys
+
+    def _version_prefix(self, version: int) -> str:
+        return f"{self.root}versions/{version}/"
+
+    def _claim_key(self, version: int) -> str:
+        return f"{self._version_prefix(version)}claim.json"
+
+    def _manifest_key(self, version: int) -> str:
+        return f"{self._version_prefix(version)}manifest.json"
+
+    def _file_key(self, version: int, name: str) -> str:
+        return f"{self._version_prefix(version)}files/{name}"
+
+    def _alias_key(self, alias: str) -> str:
+        return f"{self.root}aliases/{alias}.json"
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.bucket.name}/{key or self.root}"
+
+    # ------------------------------------------------------------- init
+
+    def init(self) -> dict[str, Any]:
+        """Create the bucket if missing and check the server's conditional writes.
+
+        The check creates a probe key twice with `If-None-Match: *`; a server
+        that lets the second write through would let two racing pushes take
+        the same version number, so it is refused here, before any push.
+
+        Returns:
+            `{"bucket_created": bool, "conditional_writes": True}`.
+        """
+        created = self.bucket.create()
+        probe = f"{self.root}_probe/{uuid.uuid4().hex}"
+        what = "checking conditional writes (If-None-Match)"
+        first = self.bucket.put_new(probe, b"1", what)
+        second = self.bucket.put_new(probe, b"2", what)
+        self.bucket.delete(probe, "removing the conditional-write probe")
+        if not (first and not second):
+            raise RegistryError(
+                f"{self.bucket.endpoint} ignores If-None-Match on PutObject (bucket {self.bucket.name!r}): "
+                "racing pushes could take the same version number; use a server that honours "
+                "conditional writes (AWS S3, SeaweedFS, MinIO)"
+            )
+        return {"bucket_created": created, "conditional_writes": True}
+
+    # ------------------------------------------------------------- push
+
+    def _claimed_numbers(self) -> list[int]:
+        folders = self.bucket.list_folders(f"{self.root}versions/", "listing version numbers")
+        numbers = []
+        for folder in folders:
+            tail = folder[len(f"{self.root}versions/") :].rstrip("/")
+            if tail.isdigit():
+                numbers.append(int(tail))
+        return numbers
+
+    def _put_once(self, key: str, data: bytes, what: str, content_type: str | None = None) -> bool:
+        """Create `key` with `data` unless it exists; True if it now holds exactly `data`.
+
+        A conditional PUT whose answer was lost is retried by botocore and
+        then answered 412 although it was this writer's own object; reading it
+        back tells the two cases apart (the claim and the manifest carry this
+        push's unique token, so equal bytes mean "mine").
+        """
+        if self.bucket.put_new(key, data, what, content_type):
+            return True
+        found = self.bucket.get(key, what)
+        return found is not None and found[0] == data
+
+    def _claim(self, token: str, who: str, when: str, version: int | None) -> int:
+        """Claim a version number with a conditional create; return it."""
+        candidate = version if version is not None else max(self._claimed_numbers(), default=0) + 1
+        for _ in range(_MAX_CLAIM_TRIES):
+            claim = json.dumps({"version": candidate, "token": token, "by": who, "at": when}).encode()
+            key = self._claim_key(candidate)
+            if self._put_once(key, claim, f"claiming version {candidate}", "application/json"):
+                return candidate
+            if version is not None:
+                raise RegistryError(
+                    f"version {version} already exists in {self.url()} and versions are immutable: "
+                    "push without a version number to get the next free one"
+                )
+            candidate += 1
+        raise RegistryError(
+            f"could not claim a version number in {self.url()} after {_MAX_CLAIM_TRIES} tries"
+        )
+
+    def push(
+        self,
+        adapter_dir: str | Path,
+        metrics: Mapping[str, Any],
+        params: Mapping[str, Any],
+        *,
+        create_bucket: bool = False,
+        version: int | None = None,
+        git_revision: str | None = None,
+        dvc_lock: str | Path | None = "dvc.lock",
+        created_by: str | None = None,
+    ) -> Manifest:
+        """Upload an adapter folder as the next immutable version.
+
+        Files go first, the manifest last: the version exists for readers only
+        once the manifest does.
+
+        Args:
+            adapter_dir: the adapter folder (safetensors files + JSON config).
+            metrics: metric name -> value (nested mappings are flattened).
+            params: the params that made the adapter (e.g. params.yaml sections).
+            create_bucket: create the bucket if it does not exist.
+            version: claim exactly this number (refused if it exists);
+                None takes the next free one.
+            git_revision: recorded revision; None runs `git rev-parse HEAD`.
+            dvc_lock: `dvc.lock` to fingerprint (None or a missing file: none).
+            created_by: who pushes; None uses `$PMG_USER` or `user@host`.
+
+        Returns:
+            The committed manifest (its `version` is the number taken).
+
+        Raises:
+            RegistryError: bad inputs, a missing bucket, any S3 failure.
+        """
+        # Everything local is checked before the first request.
+        files = mf.adapter_files(adapter_dir)
+        flat_metrics = mf.normalise_metrics(metrics)
+        safe_params = mf.normalise_params(params)
+        if version is not None and version < 1:
+            raise RegistryError(f"version numbers start at 1, got {version}")
+        revision = git_revision if git_revision is not None else mf.git_revision()
+        lock_sha = mf.dvc_lock_sha256(dvc_lock) if dvc_lock is not None else None
+        who = created_by or mf.current_user()
+        when = mf.utc_now()
+
+        if create_bucket:
+            self.bucket.create()
+        else:
+            self.bucket.require()
+
+        token = uuid.uuid4().hex
+        number = self._claim(token, who, when, version)
+        entries: dict[str, mf.FileEntry] = {}
+        for name, path in files.items():
+            # Hash exactly the bytes that are uploaded (adapters are small).
+            data = path.read_bytes()
+            entries[name] = mf.FileEntry(sha256=mf.sha256_bytes(data), size=len(data))
+            key = self._file_key(number, name)
+            if not self._put_once(key, data, f"uploading {name} of version {number}"):
+                raise RegistryError(f"{self.url(key)} already exists: version {number} was claimed twice")
+        manifest = Manifest(
+            version=number,
+            files=entries,
+            metrics=flat_metrics,
+            params=safe_params,
+            git_revision=revision,
+            dvc_lock_sha256=lock_sha,
+            created_at=when,
+            created_by=who,
+            claim_token=token,
+        )
+        key = self._manifest_key(number)
+        if not self._put_once(key, manifest.to_json(), f"committing version {number}", "application/json"):
+            raise RegistryError(f"{self.url(key)} already exists: version {number} was claimed twice")
+        return manifest
+
+    # ------------------------------------------------------------- read
+
+    def _parse_manifest(self, version: int, data: bytes) -> Manifest | None:
+        try:
+            manifest = Manifest.from_json(data)
+        except ValueError:
+            return None
+        return manifest if manifest.version == version else None
+
+    def manifest(self, version: int) -> Manifest:
+        """The committed manifest of `version`.
+
+        Raises:
+            RegistryError: no such committed version.
+        """
+        found = self.bucket.get(self._manifest_key(version), f"reading the manifest of version {version}")
+        manifest = self._parse_manifest(version, found[0]) if found else None
+        if manifest is None:
+            raise RegistryError(
+                f"version {version} does not exist in {self.url()} (or its push did not complete)"
+            )
+        return manifest
+
+    def versions(self) -> list[VersionInfo]:
+        """Every complete version, oldest first, with the aliases on it.
+
+        Complete means: the manifest exists, parses, and every file it lists
+        is present with the listed size. Claimed numbers of interrupted
+        pushes are not listed.
+        """
+        sizes = self.bucket.list_keys(f"{self.root}versions/", "listing versions")
+        pattern = re.compile(rf"^{re.escape(self.root)}versions/(\d+)/manifest\.json$")
+        numbers = sorted(int(m.group(1)) for key in sizes if (m := pattern.match(key)))
+        on_version: dict[int, list[str]] = {}
+        for alias in ALIASES:
+            target = self._read_alias(alias).version
+            if target is not None:
+                on_version.setdefault(target, []).append(alias)
+        out = []
+        for number in numbers:
+            found = self.bucket.get(self._manifest_key(number), f"reading the manifest of version {number}")
+            manifest = self._parse_manifest(number, found[0]) if found else None
+            if manifest is None:
+                continue
+            if all(sizes.get(self._file_key(number, n)) == e.size for n, e in manifest.files.items()):
+                out.append(VersionInfo(manifest, tuple(on_version.get(number, ()))))
+        return out
+
+    def resolve(self, ref: str | int) -> int:
+        """A version number from `3`, `"3"`, `"v3"` or an alias name."""
+        if isinstance(ref, int):
+            return ref
+        match = _VERSION_REF.match(ref.strip())
+        if match:
+            return int(match.group(1))
+        _check_alias(ref)
+        target = self._read_alias(ref).version
+        if target is None:
+            raise RegistryError(f"alias {ref!r} points at no version yet in {self.url()}")
+        return target
+
+    def pull(self, ref: str | int, dest: str | Path) -> Manifest:
+        """Download a version (or an alias's version) into `dest`, verified.
+
+        Files land in a temporary folder beside `dest`; every sha256 and size
+        is checked against the manifest; only then is the folder renamed to
+        `dest`. On any failure nothing is left at `dest`.
+
+        Args:
+            ref: a version number, `vN`, or `staging`/`production`.
+            dest: a folder that does not exist yet, or is empty.
+
+        Raises:
+            RegistryError: unknown ref, a corrupted or missing object, any S3
+                failure, or a non-empty `dest`.
+        """
+        dest = Path(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise RegistryError(f"{dest}: destination exists and is not an empty folder")
+        version = self.resolve(ref)
+        manifest = self.manifest(version)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".pull", dir=dest.parent))
+        try:
+            for name, entry in sorted(manifest.files.items()):
+                key = self._file_key(version, name)
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                size = 0
+                with open(target, "wb") as handle:
+                    for chunk in self.bucket.stream(key, f"downloading {name} of version {version}"):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        handle.write(chunk)
+                if size != entry.size or digest.hexdigest() != entry.sha256:
+                    raise RegistryError(
+                        f"version {version} is corrupted: {self.url(key)} has sha256 {digest.hexdigest()} "
+                        f"({size} bytes) but the manifest says {entry.sha256} ({entry.size} bytes); "
+                        f"nothing was written to {dest}"
+                    )
+            if dest.exists():
+                dest.rmdir()
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return manifest
+
+    # ------------------------------------------------------------- aliases
+
+    def _read_alias(self, alias: str) -> _Alias:
+        found = self.bucket.get(self._alias_key(alias), f"reading alias {alias!r}")
+        if found is None:
+            return _Alias(alias, None, [], None)
+        data, etag = found
+        try:
+            doc = json.loads(data)
+            return _Alias(alias, doc.get("version"), list(doc.get("history", [])), etag)
+        except (ValueError, AttributeError):
+            raise RegistryError(f"{self.url(self._alias_key(alias))} is not a valid alias object") from None
+
+    def _move_alias(self, alias: _Alias, entry: dict[str, Any]) -> bool:
+        """Append `entry` and write `alias` if nobody changed it since it was read.
+
+        Returns:
+            False if the alias changed meanwhile (re-read and decide again).
+        """
+        entry = {**entry, "id": uuid.uuid4().hex, "at": mf.utc_now()}
+        alias.history.append(entry)
+        alias.version = entry["to_version"]
+        key = self._alias_key(alias.name)
+        what = f"moving alias {alias.name!r}"
+        if alias.etag is None:
+            written = self.bucket.put_new(key, alias.to_json(), what, "application/json")
+        else:
+            written = self.bucket.put_if_match(key, alias.to_json(), alias.etag, what)
+        if written:
+            return True
+        # A retried write whose first answer was lost fails its own condition:
+        # the entry's id tells whether the alias already holds this move.
+        return any(old.get("id") == entry["id"] for old in self._read_alias(alias.name).history)
+
+    def alias_history(self, alias: str) -> list[dict[str, Any]]:
+        """Every move of `alias`, oldest first."""
+        return self._read_alias(_check_alias(alias)).history
+
+    def check_gates(self, version: int) -> GateReport:
+        """The gate report of `version` against the current production."""
+        candidate = self.manifest(version)
+        production = self._read_alias("production").version
+        baseline = self.manifest(production).metrics if production is not None else None
+        return evaluate_gates(
+            self.cfg.gates,
+            candidate.metrics,
+            baseline,
+            candidate_version=version,
+            production_version=production,
+        )
+
+    def promote(
+        self, version: int, to: str, reason: str, *, force: bool = False, by: str | None = None
+    ) -> AliasMove:
+        """Point `to` at `version` if the version passes the metric gates.
+
+        Gates compare the candidate with the current `production` version and
+        are enforced for the aliases in `cfg.gated_aliases`. `force` moves
+        the alias anyway and is recorded as forced in the alias history.
+
+        Raises:
+            PromotionRefused: a gate failed (each failed gate, both values).
+            RegistryError: unknown version or alias, any S3 failure.
+        """
+        _check_alias(to)
+        if not reason.strip():
+            raise RegistryError("a promotion needs a reason (--reason)")
+        who = by or mf.current_user()
+        for _ in range(_MAX_ALIAS_TRIES):
+            current = self._read_alias(to)
+            report = self.check_gates(version)
+            if to in self.cfg.gated_aliases and not report.passed and not force:
+                failed = report.failed
+                baseline = (
+                    f"production (version {report.baseline_version})"
+                    if report.baseline_version is not None
+                    else "the configured thresholds"
+                )
+                raise PromotionRefused(
+                    f"promotion of version {version} to {to} refused: {len(failed)} of "
+                    f"{len(report.results)} gates failed against {baseline}:\n"
+                    f"{report.describe(only_failed=True)}\n"
+                    "(--force overrides; it is recorded in the alias history)",
+                    report,
+                )
+            if current.version == version:
+                return AliasMove(to, version, version, changed=False, forced=force, report=report)
+            previous = current.version
+            entry = {
+                "action": "promote",
+                "from_version": previous,
+                "to_version": version,
+                "by": who,
+                "reason": reason,
+                "forced": force,
+                "gates": report.to_dict(),
+            }
+            if self._move_alias(current, entry):
+                return AliasMove(to, previous, version, changed=True, forced=force, report=report)
+        raise RegistryError(f"alias {to!r} kept changing under this promotion; try again")
+
+    def rollback(self, alias: str, reason: str = "rollback", *, by: str | None = None) -> AliasMove:
+        """Point `alias` back at the target it had before its current one.
+
+        Promotions and rollbacks form an undo stack: promote 1, promote 2,
+        promote 3, rollback -> 2, rollback -> 1.
+
+        Raises:
+            RegistryError: the alias has no previous target, any S3 failure.
+        """
+        _check_alias(alias)
+        who = by or mf.current_user()
+        for _ in range(_MAX_ALIAS_TRIES):
+            current = self._read_alias(alias)
+            stack = _undo_stack(current.history)
+            if len(stack) < 2:
+                raise RegistryError(
+                    f"alias {alias!r} has no previous version to roll back to "
+                    f"(now: {current.version if current.version is not None else 'none'})"
+                )
+            target = stack[-2]
+            self.manifest(target)  # still complete (it is immutable, but say so clearly if not)
+            previous = current.version
+            entry = {
+                "action": "rollback",
+                "from_version": previous,
+                "to_version": target,
+                "by": who,
+                "reason": reason,
+                "forced": False,
+                "gates": None,
+            }
+            if self._move_alias(current, entry):
+                return AliasMove(alias, previous, target, changed=True)
+        raise RegistryError(f"alias {alias!r} kept changing under this rollback; try again")
+
+
+def register_and_maybe_promote(
+    cfg: RegistryConfig,
+    adapter_dir: str | Path,
+    metrics: Mapping[str, Any],
+    params: Mapping[str, Any],
+    reason: str,
+    *,
+    client: Any | None = None,
+    alias: str = "production",
+    create_bucket: bool = False,
+) -> tuple[int, bool, GateReport]:
+    """Push an adapter as a new version and promote it if the gates pass.
+
+    What the retraining flow calls after evaluation.
+
+    Returns:
+        `(version, promoted, gate_report)`; `promoted` is False when a gate
+        failed (the version stays registered, the alias does not move).
+    """
+    registry = Registry(cfg, client)
+    manifest = registry.push(adapter_dir, metrics, params, create_bucket=create_bucket)
+    try:
+        move = registry.promote(manifest.version, to=alias, reason=reason)
+    except PromotionRefused as refused:
+        return manifest.version, False, refused.report
+    assert move.report is not None
+    return manifest.version, True, move.report

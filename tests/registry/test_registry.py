@@ -1,0 +1,430 @@
+"""The registry against a real S3 server (SeaweedFS): versions, aliases, failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from pmg.config import MetricGate, RegistryConfig
+from pmg.errors import RegistryError
+from pmg.registry import PromotionRefused, Registry, register_and_maybe_promote
+from pmg.registry.manifest import sha256_file
+
+GOOD = {"lpips_history": 0.40, "lpips_target": 0.50, "ssim_target": 0.30}
+PARAMS = {"train_soft": {"num_tokens": 4, "prefix_len": 2, "lr": 0.001}}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _keys(server: Any, bucket: str) -> list[str]:
+    listing = server.client().list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+# ------------------------------------------------------------------ round trip
+
+
+def test_push_list_pull_round_trip(registry_cfg: RegistryConfig, adapter_dir: Path, tmp_path: Path) -> None:
+    registry = Registry(registry_cfg)
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\n")
+    manifest = registry.push(adapter_dir, {"clothing": GOOD}, PARAMS, dvc_lock=lock)
+
+    assert manifest.version == 1
+    assert set(manifest.files) == {"adapter.safetensors", "adapter_config.json", "projection/w.safetensors"}
+    for name, entry in manifest.files.items():
+        assert entry.sha256 == sha256_file(adapter_dir / name)
+    assert manifest.metrics == {f"clothing.{k}": v for k, v in GOOD.items()}  # nested -> dotted
+    assert manifest.params == PARAMS
+    assert manifest.dvc_lock_sha256 == sha256_file(lock)
+    assert len(manifest.git_revision) == 40 or manifest.git_revision == "unknown"
+    assert manifest.created_by == "tester" and manifest.created_at.endswith("Z")
+
+    second = registry.push(adapter_dir, GOOD, PARAMS, dvc_lock=None)
+    assert second.version == 2 and second.dvc_lock_sha256 is None
+
+    listed = registry.versions()
+    assert [info.version for info in listed] == [1, 2]
+    assert listed[0].manifest == manifest
+
+    dest = tmp_path / "pulled"
+    pulled = registry.pull("v1", dest)
+    assert pulled == manifest
+    assert _files(dest) == _files(adapter_dir)
+    # The manifest in the bucket is the committed one, written last.
+    body = registry.bucket.get("pmg/registry/versions/1/manifest.json", "test")
+    assert body is not None and json.loads(body[0])["version"] == 1
+
+
+def test_versions_are_immutable(registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path) -> None:
+    registry = Registry(registry_cfg)
+    first = make_adapter(1)
+    registry.push(first, GOOD, PARAMS)
+
+    with pytest.raises(RegistryError, match="version 1 already exists .* immutable"):
+        registry.push(make_adapter(2), GOOD, PARAMS, version=1)
+    # Object level: nothing under a version can be replaced.
+    key = "pmg/registry/versions/1/files/adapter.safetensors"
+    assert registry.bucket.put_new(key, b"tampered", "test") is False
+    assert registry.bucket.put_new("pmg/registry/versions/1/manifest.json", b"{}", "test") is False
+
+    registry.pull(1, tmp_path / "v1")
+    assert _files(tmp_path / "v1") == _files(first)
+    assert [info.version for info in registry.versions()] == [1]
+    # An explicit free number is taken as given.
+    assert registry.push(make_adapter(3), GOOD, PARAMS, version=5).version == 5
+
+
+def test_racing_pushes_take_distinct_numbers(
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any
+) -> None:
+    """Every pusher lists the same highest number, then all claim the same next one."""
+    pushers = 4
+    listed_together = threading.Barrier(pushers, timeout=20)
+    folders = [make_adapter(seed) for seed in range(pushers)]
+    results: dict[int, int] = {}
+    errors: list[BaseException] = []
+    conflicts: list[int] = []
+
+    def push(index: int) -> None:
+        client = s3_env.client()
+        # Count 412 answers: proof that the claims really collided.
+        client.meta.events.register(
+            "after-call.s3.PutObject",
+            lambda http_response, **_: conflicts.append(1) if http_response.status_code == 412 else None,
+        )
+        registry = Registry(registry_cfg, client)
+        listing = registry._claimed_numbers
+
+        def listed_then_wait() -> list[int]:
+            numbers = listing()
+            listed_together.wait()
+            return numbers
+
+        registry._claimed_numbers = listed_then_wait  # type: ignore[method-assign]
+        try:
+            results[index] = registry.push(folders[index], {**GOOD, "run": float(index)}, PARAMS).version
+        except BaseException as err:  # noqa: BLE001 - re-raised below in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(pushers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert sorted(results.values()) == list(range(1, pushers + 1))
+    assert len(conflicts) >= pushers - 1  # every loser of round one got a 412
+
+    registry = Registry(registry_cfg)
+    listed = {info.version: info.manifest for info in registry.versions()}
+    assert sorted(listed) == list(range(1, pushers + 1))
+    for index, version in results.items():
+        # Each version holds its own pusher's files and metrics.
+        assert listed[version].metrics["run"] == float(index)
+        assert listed[version].files["adapter.safetensors"].sha256 == sha256_file(
+            folders[index] / "adapter.safetensors"
+        )
+
+
+# -------------------------------------------------------------------- aliases
+
+
+def test_promotion_passes_and_refuses_by_gates(registry_cfg: RegistryConfig, make_adapter: Any) -> None:
+    registry = Registry(registry_cfg)
+    v1 = registry.push(make_adapter(1), GOOD, PARAMS).version
+    # No production yet and no thresholds configured: the gates pass.
+    move = registry.promote(v1, to="production", reason="first model")
+    assert (move.from_version, move.to_version, move.changed) == (None, 1, True)
+    assert move.report is not None and move.report.passed
+
+    worse = {**GOOD, "lpips_history": GOOD["lpips_history"] + 0.05}  # tolerance is 0.01
+    v2 = registry.push(make_adapter(2), worse, PARAMS).version
+    with pytest.raises(PromotionRefused) as refused:
+        registry.promote(v2, to="production", reason="retrained")
+    message = str(refused.value)
+    assert "lpips_history" in message and "lpips_target" not in message  # only the failed gate
+    assert "0.45" in message and "0.4" in message and "production v1" in message
+    assert [r.metric for r in refused.value.report.failed] == ["lpips_history"]
+    assert registry.resolve("production") == 1
+
+    # Staging is not gated by default: a candidate can go there to be looked at.
+    assert registry.promote(v2, to="staging", reason="inspect").changed
+
+    # Within tolerance on both gates: accepted.
+    within = {"lpips_history": 0.405, "lpips_target": 0.515}
+    v3 = registry.push(make_adapter(3), within, PARAMS).version
+    assert registry.promote(v3, to="production", reason="as good").to_version == 3
+
+    # A gated metric missing from the candidate fails that gate.
+    v4 = registry.push(make_adapter(4), {"lpips_history": 0.1}, PARAMS).version
+    with pytest.raises(PromotionRefused, match="lpips_target .*missing"):
+        registry.promote(v4, to="production", reason="partial metrics")
+
+    # --force moves it anyway, and the history says so.
+    forced = registry.promote(v2, to="production", reason="hotfix", force=True)
+    assert forced.forced and forced.to_version == 2
+    last = registry.alias_history("production")[-1]
+    assert last["forced"] is True and last["gates"]["passed"] is False
+    assert (last["from_version"], last["to_version"], last["by"], last["reason"]) == (
+        3,
+        2,
+        "tester",
+        "hotfix",
+    )
+    assert {info.version: info.aliases for info in registry.versions()}[2] == ("staging", "production")
+
+
+def test_thresholds_apply_without_production(
+    s3_env: Any, bucket_name: str, make_adapter: Any, cfg_for: Any
+) -> None:
+    s3_env.client().create_bucket(Bucket=bucket_name)
+    gates = (
+        MetricGate(metric="lpips_history", direction="lower", threshold=0.3),
+        MetricGate(metric="ssim_target", direction="higher", threshold=0.2),
+    )
+    registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name, gates=gates))
+    version = registry.push(make_adapter(1), GOOD, PARAMS).version
+    with pytest.raises(PromotionRefused, match=r"lpips_history .*candidate 0\.4 vs threshold 0\.3"):
+        registry.promote(version, to="production", reason="first")
+    good = registry.push(make_adapter(2), {**GOOD, "lpips_history": 0.25}, PARAMS).version
+    assert registry.promote(good, to="production", reason="first").changed
+
+
+def test_rollback_restores_previous_production(
+    registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path
+) -> None:
+    registry = Registry(registry_cfg)
+    for seed in (1, 2, 3):
+        version = registry.push(make_adapter(seed), GOOD, PARAMS).version
+        registry.promote(version, to="production", reason=f"model {seed}")
+    assert registry.resolve("production") == 3
+
+    move = registry.rollback("production", reason="v3 broke the gallery")
+    assert (move.from_version, move.to_version) == (3, 2)
+    assert registry.resolve("production") == 2
+    assert registry.rollback("production").to_version == 1
+    with pytest.raises(RegistryError, match="no previous version to roll back to"):
+        registry.rollback("production")
+
+    history = registry.alias_history("production")
+    assert [(h["action"], h["from_version"], h["to_version"]) for h in history] == [
+        ("promote", None, 1),
+        ("promote", 1, 2),
+        ("promote", 2, 3),
+        ("rollback", 3, 2),
+        ("rollback", 2, 1),
+    ]
+    assert history[3]["reason"] == "v3 broke the gallery" and history[3]["by"] == "tester"
+    registry.pull("production", tmp_path / "prod")
+    assert _files(tmp_path / "prod") == _files(make_adapter(1))
+
+
+def test_racing_promotions_keep_a_consistent_history(
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any
+) -> None:
+    """Movers that all read the alias before any writes: If-Match lets one win per round."""
+    base = Registry(registry_cfg)
+    versions = [base.push(make_adapter(seed), GOOD, PARAMS).version for seed in range(3)]
+    read_together = threading.Barrier(len(versions), timeout=20)
+    errors: list[BaseException] = []
+
+    def promote(version: int) -> None:
+        registry = Registry(registry_cfg, s3_env.client())
+        read = registry._read_alias
+        first = [True]
+
+        def read_then_wait(name: str) -> Any:
+            alias = read(name)
+            if name == "staging" and first[0]:
+                first[0] = False
+                read_together.wait()
+            return alias
+
+        registry._read_alias = read_then_wait  # type: ignore[method-assign]
+        try:
+            registry.promote(version, to="staging", reason=f"candidate {version}")
+        except BaseException as err:  # noqa: BLE001 - re-raised below in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    history = base.alias_history("staging")
+    assert sorted(entry["to_version"] for entry in history) == versions  # no move lost
+    chain = [None] + [entry["to_version"] for entry in history]
+    assert [entry["from_version"] for entry in history] == chain[:-1]  # each move saw the one before
+    assert base.resolve("staging") == history[-1]["to_version"]
+
+
+def test_register_and_maybe_promote(registry_cfg: RegistryConfig, make_adapter: Any) -> None:
+    version, promoted, report = register_and_maybe_promote(
+        registry_cfg, make_adapter(1), GOOD, PARAMS, reason="nightly retrain"
+    )
+    assert (version, promoted, report.passed) == (1, True, True)
+    worse = {**GOOD, "lpips_target": 0.9}
+    version, promoted, report = register_and_maybe_promote(
+        registry_cfg, make_adapter(2), worse, PARAMS, reason="nightly retrain"
+    )
+    assert (version, promoted) == (2, False)
+    assert [r.metric for r in report.failed] == ["lpips_target"] and report.baseline_version == 1
+    assert Registry(registry_cfg).resolve("production") == 1
+
+
+# ------------------------------------------------------------------ integrity
+
+
+def test_corrupted_object_is_refused_by_pull(
+    s3_env: Any, registry_cfg: RegistryConfig, adapter_dir: Path, tmp_path: Path
+) -> None:
+    registry = Registry(registry_cfg)
+    registry.push(adapter_dir, GOOD, PARAMS)
+    key = "pmg/registry/versions/1/files/projection/w.safetensors"
+    original = (adapter_dir / "projection" / "w.safetensors").read_bytes()
+    flipped = bytes([original[-1] ^ 0xFF])
+    s3_env.client().put_object(Bucket=registry_cfg.bucket, Key=key, Body=original[:-1] + flipped)
+
+    dest = tmp_path / "out" / "adapter"
+    with pytest.raises(
+        RegistryError, match=r"version 1 is corrupted: s3://.*projection/w\.safetensors has sha256"
+    ):
+        registry.pull(1, dest)
+    assert not dest.exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary folder left either
+
+    # A non-empty destination is refused before anything is downloaded.
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    with pytest.raises(RegistryError, match="not an empty folder"):
+        registry.pull(1, busy)
+    assert _files(busy) == {"keep.txt": b"mine"}
+
+
+def test_interrupted_push_is_invisible(
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path
+) -> None:
+    """The connection dies after the first file: no version appears, the number is not reused."""
+    client = s3_env.client()
+    uploads: list[str] = []
+
+    def die_on_second_file(params: dict[str, Any], **_: Any) -> None:
+        if "/files/" in params["Key"]:
+            uploads.append(params["Key"])
+            if len(uploads) == 2:
+                raise EndpointConnectionError(endpoint_url=s3_env.endpoint_url)
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", die_on_second_file)
+    with pytest.raises(RegistryError, match=r"cannot reach S3 endpoint .* while uploading"):
+        Registry(registry_cfg, client).push(make_adapter(1), GOOD, PARAMS)
+    keys = _keys(s3_env, registry_cfg.bucket)
+    assert "pmg/registry/versions/1/claim.json" in keys and any("/files/" in key for key in keys)
+    assert not any(key.endswith("manifest.json") for key in keys)
+
+    registry = Registry(registry_cfg)
+    assert registry.versions() == []
+    with pytest.raises(RegistryError, match="version 1 does not exist .*did not complete"):
+        registry.pull(1, tmp_path / "never")
+    with pytest.raises(RegistryError, match="version 1 does not exist"):
+        registry.promote(1, to="production", reason="x")
+    assert not (tmp_path / "never").exists()
+
+    # The next push takes the next number and is the only visible version.
+    assert registry.push(make_adapter(2), GOOD, PARAMS).version == 2
+    assert [info.version for info in registry.versions()] == [2]
+
+
+def test_version_missing_a_file_is_not_listed(
+    s3_env: Any, registry_cfg: RegistryConfig, adapter_dir: Path
+) -> None:
+    registry = Registry(registry_cfg)
+    registry.push(adapter_dir, GOOD, PARAMS)
+    registry.push(adapter_dir, GOOD, PARAMS)
+    s3_env.client().delete_object(
+        Bucket=registry_cfg.bucket, Key="pmg/registry/versions/1/files/adapter_config.json"
+    )
+    assert [info.version for info in registry.versions()] == [2]
+
+
+# -------------------------------------------------------------------- failures
+
+
+def test_server_down_fails_fast_and_clearly(
+    s3_env: Any, dead_endpoint: str, bucket_name: str, adapter_dir: Path, cfg_for: Any
+) -> None:
+    endpoint = dead_endpoint
+    registry = Registry(cfg_for(endpoint, bucket_name, max_attempts=1, connect_timeout=1.0))
+    start = time.monotonic()
+    with pytest.raises(RegistryError) as err:
+        registry.push(adapter_dir, GOOD, PARAMS)
+    assert time.monotonic() - start < 15
+    message = str(err.value)
+    assert message.startswith(f"cannot reach S3 endpoint {endpoint} (bucket {bucket_name!r})")
+    assert "after 2 attempts" in message and "\n" not in message
+    with pytest.raises(RegistryError, match="cannot reach S3 endpoint .* while listing versions"):
+        registry.versions()
+
+
+def test_wrong_credentials_are_named(
+    registry_cfg: RegistryConfig, adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(RegistryError) as err:
+        Registry(registry_cfg).push(adapter_dir, GOOD, PARAMS)
+    assert str(err.value).startswith(f"credentials rejected by {registry_cfg.endpoint_url}")
+    assert "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in str(err.value)
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    with pytest.raises(
+        RegistryError, match=r"credentials rejected by .*\(InvalidAccessKeyId\) while listing"
+    ):
+        Registry(registry_cfg).versions()
+
+
+def test_missing_bucket_is_named_and_init_creates_it(
+    s3_env: Any, bucket_name: str, adapter_dir: Path, cfg_for: Any
+) -> None:
+    registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name))
+    with pytest.raises(RegistryError, match=rf"bucket '{bucket_name}' does not exist .*pmg registry init"):
+        registry.push(adapter_dir, GOOD, PARAMS)
+    with pytest.raises(RegistryError, match=rf"bucket '{bucket_name}' does not exist"):
+        registry.versions()
+    assert registry.init() == {"bucket_created": True, "conditional_writes": True}
+    assert registry.init()["bucket_created"] is False
+    assert registry.push(adapter_dir, GOOD, PARAMS).version == 1
+
+    other = Registry(cfg_for(s3_env.endpoint_url, bucket_name + "-new"))
+    assert other.push(adapter_dir, GOOD, PARAMS, create_bucket=True).version == 1
+
+
+def test_bad_inputs_fail_before_any_request(
+    registry_cfg: RegistryConfig, tmp_path: Path, adapter_dir: Path
+) -> None:
+    registry = Registry(registry_cfg)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RegistryError, match="holds no files"):
+        registry.push(tmp_path / "empty", GOOD, PARAMS)
+    with pytest.raises(RegistryError, match="metric 'lpips' is not a number"):
+        registry.push(adapter_dir, {"lpips": "low"}, PARAMS)
+    with pytest.raises(RegistryError, match="metric 'x.nan' is not finite"):
+        registry.push(adapter_dir, {"x": {"nan": float("nan")}}, PARAMS)
+    with pytest.raises(RegistryError, match="unknown alias 'prod'"):
+        registry.resolve("prod")
+    assert _keys_empty(registry)
+
+
+def _keys_empty(registry: Registry) -> bool:
+    return registry.bucket.list_keys("", "test") == {}

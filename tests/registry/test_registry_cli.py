@@ -1,0 +1,114 @@
+"""`pmg registry ...` end to end against the test S3 server, with the real params.yaml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmg.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pmg(capsys: pytest.CaptureFixture[str], endpoint: str, bucket: str, *args: str) -> tuple[int, str, str]:
+    code = main(
+        [
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--set",
+            f"registry.endpoint_url={endpoint}",
+            "--set",
+            f"registry.bucket={bucket}",
+            "--set",
+            "registry.max_attempts=1",
+            "registry",
+            *args,
+        ]
+    )
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_push_list_promote_rollback_pull(
+    s3_env: Any, bucket_name: str, make_adapter: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def pmg(*args: str) -> tuple[int, str, str]:
+        return _pmg(capsys, s3_env.endpoint_url, bucket_name, *args)
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"lpips_history": 0.4, "lpips_target": 0.5}))
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps({"lpips_history": 0.5, "lpips_target": 0.5}))
+
+    code, _, err = pmg("push", str(make_adapter(1)), "--metrics", str(metrics))
+    assert code == 2 and "does not exist" in err and "pmg registry init" in err and "Traceback" not in err
+    assert pmg("init")[0] == 0
+
+    code, out, _ = pmg("push", str(make_adapter(1)), "--metrics", str(metrics), "--section", "registry")
+    assert code == 0 and out.startswith("pushed version 1 (3 files)")
+    assert pmg("push", str(make_adapter(2)), "--metrics", str(worse))[0] == 0
+    assert pmg("push", str(make_adapter(3)), "--metrics", str(metrics))[0] == 0
+
+    code, out, _ = pmg("promote", "1", "--to", "production", "--reason", "first")
+    assert code == 0 and "production: none -> 1" in out
+    code, out, err = pmg("promote", "2", "--to", "production", "--reason", "retrained")
+    assert code == 2 and out == ""
+    assert "refused: 1 of 2 gates failed against production (version 1)" in err
+    assert "FAIL lpips_history (lower is better): candidate 0.5 vs production v1 0.4; must be <= 0.41" in err
+    assert "Traceback" not in err
+    code, out, _ = pmg("promote", "3", "--to", "production", "--reason", "same quality")
+    assert code == 0 and "PASS lpips_target" in out and "production: 1 -> 3" in out
+
+    code, out, _ = pmg("list")
+    rows = out.splitlines()
+    assert rows[0].split()[:2] == ["version", "created_at"] and len(rows) == 4
+    assert "production" in rows[3] and "lpips_history=0.4" in rows[3]
+    code, out, _ = pmg("list", "--json")
+    listed = json.loads(out)
+    assert [row["version"] for row in listed] == [1, 2, 3]
+    assert set(listed[0]["params"]) == {"registry"}  # --section
+    assert set(listed[1]["params"]) >= {"base", "prepare", "registry"}  # default: all sections
+
+    code, out, _ = pmg("rollback", "production", "--reason", "bad gallery")
+    assert code == 0 and "production: 3 -> 1 (rolled back)" in out
+    code, out, _ = pmg("history", "production")
+    assert [line.split()[1] for line in out.splitlines()] == ["promote", "promote", "rollback"]
+
+    code, out, _ = pmg("pull", "production", str(tmp_path / "prod"))
+    assert code == 0 and "sha256 verified" in out
+    assert (tmp_path / "prod" / "adapter.safetensors").read_bytes() == (
+        make_adapter(1) / "adapter.safetensors"
+    ).read_bytes()
+
+
+def test_cli_errors_are_one_line(
+    s3_env: Any,
+    dead_endpoint: str,
+    bucket_name: str,
+    adapter_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"lpips_history": 0.4}))
+
+    code, _, err = _pmg(
+        capsys, dead_endpoint, bucket_name, "push", str(adapter_dir), "--metrics", str(metrics)
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"pmg: error: cannot reach S3 endpoint {dead_endpoint} (bucket '{bucket_name}')")
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    code, _, err = _pmg(capsys, s3_env.endpoint_url, bucket_name, "list")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"pmg: error: credentials rejected by {s3_env.endpoint_url} (")
+    assert "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in err
+
+    code, _, err = _pmg(
+        capsys, s3_env.endpoint_url, bucket_name, "push", str(adapter_dir), "--metrics", "nope.json"
+    )
+    assert code == 2 and "nope.json: metrics file does not exist" in err
