@@ -19,7 +19,6 @@ from pmg.data.movielens import (
 )
 from pmg.errors import DataError
 
-DEV_ML_100K = Path("/tmp/dev-assets/ml-100k")
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -491,9 +490,8 @@ def test_make_splits_on_recbole_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DEV_ML_100K / "ml-100k.inter").is_file(), reason="RecBole ml-100k copy not present")
-def test_recbole_real_ml_100k() -> None:
-    data = load_recbole_atomic(DEV_ML_100K, dataset="ml-100k")
+def test_recbole_real_ml_100k(packaged_data_assets: Path) -> None:
+    data = load_recbole_atomic(packaged_data_assets / "ml-100k", dataset="ml-100k")
     assert data.interactions["user_id"].nunique() == 943
     assert len(data.items) == 1682
     assert len(data.interactions) == 100_000
