@@ -13,6 +13,8 @@ on GPU) name the models. `base.profile` picks one; the code path is the same.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -62,8 +64,9 @@ class ModelSpec(Section):
     """Where one model comes from.
 
     Attributes:
-        kind: the loader to use (e.g. `hf`, `gguf`, `openai` for LLMs;
-            `diffusers` for generators; `open_clip` for scorers).
+        kind: the loader to use (`pmg.models`): `hf`, `gguf` or `openai`
+            for LLMs; `diffusers` for generators; `open_clip` for scorers;
+            `blip`, `blip2` or `clip-retrieval` for captioners; `lpips`.
         path: a local folder or file, or a hub id (hub ids only work where
             the hub is reachable; the `mini` profile only names local paths).
         name: a model/architecture name where the loader needs one besides
@@ -77,7 +80,8 @@ class ModelSpec(Section):
             set it for them.
         timeout_s: per-request timeout of an endpoint, in seconds.
         max_retries: retries of an endpoint request after a connection
-            error, a timeout or a 5xx answer (4xx answers are not retried).
+            error, a timeout, a 5xx or a 429 answer (other 4xx answers are
+            not retried).
         api_key_env: name of the environment variable holding the endpoint's
             API key (sent as a bearer token); null sends none. The key itself
             never goes in `params.yaml`.
@@ -331,6 +335,23 @@ class ZooClipConfig(Section):
         heldout_fraction: share of items kept out for the quality gate.
         min_gate_ratio: zero-shot top-1 must reach this multiple of chance
             in every scenario, else the stage fails.
+        text_tower: the locked pretrained text tower, a Hugging Face BERT
+            folder (all-MiniLM-L6-v2 from the assets); its config and
+            tokenizer are copied into `out`, its weights saved with the model.
+        image_tower: a timm architecture name, trained from scratch.
+        embed_dim: joint embedding width; equal to the text tower's width
+            (384 for MiniLM) the text projection starts as the identity.
+        context_length: tokens per caption (captions are a few words).
+        weight_decay: AdamW weight decay of the trained matrices.
+        augment_shift: largest random translation (fraction of half-width).
+        augment_scale: largest random relative zoom.
+        min_scenario_share: a scenario with fewer training images is
+            repeated until it supplies about this share of an epoch (the
+            67 emoji against 1,682 posters).
+        semantic_tau: temperature of the soft caption targets taken from
+            the text tower's own caption similarities.
+        semantic_weight: weight of the soft-target loss (0 disables it);
+            it is what lets unseen captions be recognised zero-shot.
     """
 
     out: str = "data/zoo/clip"
@@ -340,18 +361,55 @@ class ZooClipConfig(Section):
     lr: float = Field(default=1e-3, gt=0)
     heldout_fraction: float = Field(default=0.15, gt=0, lt=1)
     min_gate_ratio: float = Field(default=3.0, ge=0)
+    text_tower: str = "data/assets/minilm"
+    image_tower: str = "test_convnext"
+    embed_dim: int = Field(default=384, ge=8)
+    context_length: int = Field(default=32, ge=8)
+    weight_decay: float = Field(default=0.05, ge=0)
+    augment_shift: float = Field(default=0.1, ge=0, lt=1)
+    augment_scale: float = Field(default=0.1, ge=0, lt=1)
+    min_scenario_share: float = Field(default=0.2, ge=0, le=1)
+    semantic_tau: float = Field(default=0.05, gt=0)
+    semantic_weight: float = Field(default=1.0, ge=0)
 
 
 class ZooSDConfig(Section):
     """Training of the mini Stable Diffusion pipeline of the `mini` profile.
 
+    The pipeline is a real diffusers `StableDiffusionPipeline`: an
+    `AutoencoderKL` (pre-trained on reconstruction, then frozen), a
+    `UNet2DConditionModel` with cross-attention and a `CLIPTextModel` over
+    CLIP's BPE vocabulary, the latter two trained jointly from scratch.
+
     Attributes:
         out: output folder (diffusers `StableDiffusionPipeline` format).
         resolution: image side in pixels (32-64 on a CPU).
-        steps: optimisation steps.
+        steps: optimisation steps of the UNet and text encoder.
         batch_size: images per step.
-        lr: AdamW learning rate.
+        lr: AdamW learning rate of the UNet and text encoder (linear
+            warm-up, then cosine decay to a tenth).
         inference_steps: denoising steps used by the gates.
+        guidance_scale: classifier-free guidance weight used by the gates.
+        caption_dropout: share of training captions replaced by the empty
+            prompt, so classifier-free guidance has an unconditional model.
+        ema_decay: exponential moving average of the UNet and text encoder
+            weights that is saved (0 saves the raw weights).
+        max_length: tokens per prompt, BOS and EOS included (the
+            tokenizer's `model_max_length`, the text encoder's positions).
+        text_width: text encoder width = the UNet's cross-attention width.
+        text_layers: text encoder transformer layers.
+        text_heads: text encoder attention heads.
+        unet_channels: UNet block widths, one per resolution level.
+        unet_layers_per_block: ResNet (+ transformer) layers per UNet block.
+        unet_head_dim: channels per UNet attention head.
+        vae_channels: VAE block widths; the VAE downsamples by
+            `2 ** (len(vae_channels) - 1)`.
+        latent_channels: VAE latent channels.
+        vae_steps: reconstruction pre-training steps of the VAE.
+        vae_lr: AdamW learning rate of the VAE.
+        log_every: training losses are averaged and reported every this
+            many steps.
+        colour_prompts: clothing prompts per colour in the colour gate.
         min_prompt_match: share of held-out prompts whose image must be
             closer (mini CLIP) to its own prompt than to a mismatched one.
         min_colour_ratio: clothing colour accuracy must reach this multiple
@@ -359,13 +417,52 @@ class ZooSDConfig(Section):
     """
 
     out: str = "data/zoo/sd"
-    resolution: int = Field(default=32, ge=16)
+    resolution: int = Field(default=32, ge=16, le=64)
     steps: int = Field(default=3000, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=5e-4, gt=0)
     inference_steps: int = Field(default=20, ge=1)
+    guidance_scale: float = Field(default=4.0, ge=0)
+    caption_dropout: float = Field(default=0.1, ge=0, lt=1)
+    ema_decay: float = Field(default=0.995, ge=0, lt=1)
+    max_length: int = Field(default=32, ge=4, le=77)
+    text_width: int = Field(default=128, ge=8)
+    text_layers: int = Field(default=3, ge=1)
+    text_heads: int = Field(default=4, ge=1)
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_layers_per_block: int = Field(default=1, ge=1)
+    unet_head_dim: int = Field(default=32, ge=4)
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = Field(default=4, ge=1)
+    vae_steps: int = Field(default=400, ge=1)
+    vae_lr: float = Field(default=2e-3, gt=0)
+    log_every: int = Field(default=50, ge=1)
+    colour_prompts: int = Field(default=12, ge=1)
     min_prompt_match: float = Field(default=0.7, ge=0, le=1)
     min_colour_ratio: float = Field(default=3.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ZooSDConfig:
+        if not self.unet_channels or not self.vae_channels or min(self.unet_channels + self.vae_channels) < 4:
+            raise ValueError(
+                f"unet_channels {list(self.unet_channels)} and vae_channels {list(self.vae_channels)} "
+                "must be non-empty lists of widths >= 4"
+            )
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_width {self.text_width} must be a multiple of text_heads {self.text_heads}")
+        if any(width % min(width, self.unet_head_dim) for width in self.unet_channels):
+            raise ValueError(
+                f"every unet_channels entry {list(self.unet_channels)} must be a multiple of "
+                f"unet_head_dim {self.unet_head_dim} (or smaller than it)"
+            )
+        # The VAE halves the side (len(vae_channels) - 1) times, the UNet (len(unet_channels) - 1) times more.
+        factor = 2 ** (len(self.vae_channels) - 1 + len(self.unet_channels) - 1)
+        if self.resolution % factor or self.resolution % 8:
+            raise ValueError(
+                f"resolution {self.resolution} must be a multiple of 8 and of {factor} "
+                f"(2 ** (len(vae_channels) - 1 + len(unet_channels) - 1))"
+            )
+        return self
 
 
 class ZooConfig(Section):
@@ -381,6 +478,281 @@ class ZooConfig(Section):
     clip: ZooClipConfig = ZooClipConfig()
     sd: ZooSDConfig = ZooSDConfig()
 
+# ------------------------------------------------------------- describe/keywords
+
+
+class DescribeConfig(Section):
+    """The `describe` stage: behaviour to text (history items, turns, target).
+
+    Attributes:
+        out: output folder; one `<scenario>.parquet` Descriptions table each.
+        max_users: users described per scenario — the first by user id
+            (natural order); null describes all.
+        max_text_chars: texts longer than this are summarised by the LLM.
+        max_line_chars: lines (summaries, text + caption) are cut to this.
+        summary_max_new_tokens: token budget of one summary.
+        captions: append the captioner's description of each item image.
+        caption_top_k: phrases per caption of a clip-retrieval captioner.
+        batch_size: prompts per LLM call, images per captioner call.
+        llm_cache: folder of the content-addressed cache of LLM answers and
+            captions (shared with `keywords`, DVC and Prefect runs).
+    """
+
+    out: str = "data/describe"
+    max_users: int | None = Field(default=5, ge=1)
+    max_text_chars: int = Field(default=160, ge=1)
+    max_line_chars: int = Field(default=240, ge=16)
+    summary_max_new_tokens: int = Field(default=40, ge=1)
+    captions: bool = True
+    caption_top_k: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    llm_cache: str = "data/cache/llm"
+
+
+class KeywordsConfig(Section):
+    """The `keywords` stage: preference keywords k_p and target keywords k_t.
+
+    Attributes:
+        out: output folder; one `<scenario>.parquet` Keywords table each.
+        keywords_per_attribute: keywords asked for, and kept, per attribute.
+        target_keywords: keywords asked for, and kept, for the target item.
+        max_words: an answer phrase longer than this is prose, not a keyword.
+        max_new_tokens: token budget of one per-attribute answer.
+        target_max_new_tokens: token budget of the target answer.
+        max_prompt_tokens: a prompt budget tighter than the LLM's context
+            (null: the context minus the answer's budget). History lines are
+            dropped oldest-first until a prompt fits.
+        batch_size: prompts per LLM call.
+        llm_cache: folder of the LLM answer cache (see `describe.llm_cache`).
+        use_llm: false skips the LLM and keeps only the documented fallback
+            (most frequent history attribute values): a no-LLM baseline.
+    """
+
+    out: str = "data/keywords"
+    keywords_per_attribute: int = Field(default=3, ge=1)
+    target_keywords: int = Field(default=10, ge=1)
+    max_words: int = Field(default=4, ge=1)
+    max_new_tokens: int = Field(default=24, ge=1)
+    target_max_new_tokens: int = Field(default=40, ge=1)
+    max_prompt_tokens: int | None = Field(default=None, ge=16)
+    batch_size: int = Field(default=8, ge=1)
+    llm_cache: str = "data/cache/llm"
+    use_llm: bool = True
+
+
+# ------------------------------------------------------------- generate/select
+
+
+class GenerateConfig(Section):
+    """The `generate` stage: candidate images per (user, target) (PMG §3.4).
+
+    Attributes:
+        out: output folder; one `<scenario>/` folder each, holding
+            `candidates.parquet` and `<user>/<target>/cand_<k>.png`.
+        mode: `weighted_embeddings` (the paper: the generator conditioned on
+            `w_p·E_p` and `w_t·E_t`, one candidate per weight pair) or
+            `repeat_keywords` (the authors' demo: the preference keywords
+            repeated `r` times after the target keywords in the prompt text,
+            one candidate per entry of `repeats`).
+        weights: the `(w_p, w_t)` pairs of `weighted_embeddings`, candidate
+            `k` = pair `k` (paper: 0:4, 1:3, 2:2, 3:1, 4:0). Only the ratio
+            matters; two pairs of the same ratio are refused.
+        repeats: how often the preference keywords are repeated, candidate
+            `k` = entry `k` (`repeat_keywords` only; demo: 1 and 2).
+        use_soft: condition on the soft preference embeddings `E_m` (needs a
+            trained soft preference model).
+        use_keywords: condition on the preference keywords (`E_k`, or the
+            repeated keywords). Both off = no personalisation: the target
+            keywords alone, one candidate.
+        shared_noise: every candidate of a pair starts from the same noise
+            (a controlled comparison of the weights, as in the paper's case
+            study); off, each candidate has its own seed.
+        steps: denoising steps.
+        guidance_scale: classifier-free guidance weight (<= 1 disables it).
+        height: image height in pixels (multiple of 8); null = the UNet's size.
+        width: likewise.
+    """
+
+    out: str = "data/generate"
+    mode: Literal["weighted_embeddings", "repeat_keywords"] = "weighted_embeddings"
+    weights: tuple[tuple[float, float], ...] = ((0, 4), (1, 3), (2, 2), (3, 1), (4, 0))
+    repeats: tuple[int, ...] = (1, 2)
+    use_soft: bool = True
+    use_keywords: bool = True
+    shared_noise: bool = False
+    steps: int = Field(default=20, ge=1)
+    guidance_scale: float = Field(default=7.5, ge=0)
+    height: int | None = Field(default=None, ge=8)
+    width: int | None = Field(default=None, ge=8)
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        if not self.weights:
+            raise ValueError("weights must name at least one (w_p, w_t) pair")
+        ratios = []
+        for w_p, w_t in self.weights:
+            if not (math.isfinite(w_p) and math.isfinite(w_t)) or w_p < 0 or w_t < 0 or w_p + w_t <= 0:
+                raise ValueError(
+                    f"weights: each (w_p, w_t) must be finite, >= 0 and not both 0, got {[w_p, w_t]}"
+                )
+            top = max(w_p, w_t)
+            ratios.append((round(w_p / top, 9), round(w_t / top, 9)))
+        if len(set(ratios)) != len(ratios):
+            raise ValueError(
+                f"weights {[list(w) for w in self.weights]} repeat a ratio w_p:w_t (only the ratio matters)"
+            )
+        if not self.repeats or any(r < 0 for r in self.repeats) or len(set(self.repeats)) != len(self.repeats):
+            raise ValueError(f"repeats must be distinct counts >= 0, at least one, got {list(self.repeats)}")
+        for name in ("height", "width"):
+            size = getattr(self, name)
+            if size is not None and size % 8:
+                raise ValueError(f"{name} must be a multiple of 8, got {size}")
+        return self
+
+
+class SelectConfig(Section):
+    """The `select` stage: the CLIP score `z` of every candidate, and the best one.
+
+    `z = alpha·log d_p + (1 - alpha)·log d_t` with `d_p`, `d_t` the cosines of
+    the candidate image to the preference and target keyword strings.
+
+    Attributes:
+        out: output folder; one `<scenario>.parquet` Scores table each.
+        alpha: weight of the preference score (paper: 0.5; the authors'
+            demo weights preference 2:1, i.e. 2/3).
+        min_cosine: cosines below this floor (zero or negative ones
+            included) are raised to it before the log (see
+            `pmg.method.select`).
+    """
+
+    out: str = "data/select"
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    min_cosine: float = Field(default=1e-6, gt=0, lt=1)
+
+
+# -------------------------------------------------------------------- train_soft
+
+
+class TrainSoftConfig(Section):
+    """The `train_soft` stage: the bias-correcting LLM's adapter (PMG §3.3).
+
+    Attributes:
+        out: output folder; one adapter folder per scenario.
+        scenarios: scenarios trained (the paper trains none for emoji).
+        num_tokens: L, multimodal tokens after the behaviour prompt (paper:
+            4 or 8 best; 0 = no soft embeddings).
+        prefix_length: S, P-Tuning v2 prefix key/values per layer.
+        use_prefix: P-Tuning v2 on/off (the paper's Table 3 ablation).
+        reparameterize: learn the prefix through an MLP (P-Tuning v2 option).
+        reparam_hidden: that MLP's hidden width.
+        max_prompt_tokens: behaviour prompts are cut from the left to this.
+        steps: optimisation steps.
+        batch_size: examples (users) per step.
+        lr: AdamW learning rate of the adapter.
+        weight_decay: AdamW weight decay.
+        max_grad_norm: gradient clipping norm.
+        val_fraction: share of users held out for validation, chosen by a
+            hash of the user id (stable across runs and user additions).
+        val_every: steps between validation losses (and at the end).
+        val_draws: fixed (noise, timestep) draws per validation user.
+    """
+
+    out: str = "data/soft"
+    scenarios: tuple[Scenario, ...] = ("clothing", "movies")
+    num_tokens: int = Field(default=4, ge=0)
+    prefix_length: int = Field(default=4, ge=1)
+    use_prefix: bool = True
+    reparameterize: bool = False
+    reparam_hidden: int = Field(default=512, ge=1)
+    max_prompt_tokens: int = Field(default=256, ge=8)
+    steps: int = Field(default=200, ge=0)
+    batch_size: int = Field(default=4, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    val_every: int = Field(default=50, ge=1)
+    val_draws: int = Field(default=4, ge=1)
+
+
+# --------------------------------------------------------------- evaluate/report
+
+ABLATION_VARIANTS = ("none", "keywords", "soft", "soft+keywords", "no_prefix")
+"""Named ablation variants besides `L<n>` (see `pmg.evaluate.ablations`)."""
+
+
+class EvaluateConfig(Section):
+    """The `evaluate` and `ablations` stages: LPIPS / SSIM against history and target (PMG §4.1.2).
+
+    Attributes:
+        out: output folder; one `<scenario>/` each with `pairs.parquet`,
+            `issues.parquet`, `metrics.json`, `ground_truth.json` and the
+            weight case study (`weights.csv`, `weights.svg`).
+        image_size: every image is compared at this side in pixels (RGB,
+            bicubic resize, alpha on white).
+        nets: LPIPS trunks; `alex` is the one the registry gates read.
+        batch_size: images per LPIPS forward pass.
+        chunk_users: outputs whose images are held in memory at once.
+        chunk_pairs: (output, reference) pairs whose trunk features are held
+            at once (VGG: about 2 MB per 64 px image).
+        case_study_pairs: (user, target) pairs of the weight case study.
+        ablations_out: output folder of the ablation runs; one
+            `<scenario>/` each.
+        ablations: variants run on the same pairs and seeds: `none`,
+            `keywords`, `soft`, `soft+keywords` (paper Table 2),
+            `no_prefix` and `L<n>` (Table 3).
+        ablation_max_users: pairs per scenario in the ablation runs (the
+            first users by id); null runs all.
+        ablation_adapters: folder of the extra soft adapters the ablations
+            need, `<scenario>/<key>/` with key `L<n>-prefix` or
+            `L<n>-noprefix`; the main `train_soft` adapter is used for its
+            own key.
+    """
+
+    out: str = "data/evaluate"
+    image_size: int = Field(default=64, ge=16)
+    nets: tuple[Literal["alex", "vgg"], ...] = ("alex", "vgg")
+    batch_size: int = Field(default=32, ge=1)
+    chunk_users: int = Field(default=64, ge=1)
+    chunk_pairs: int = Field(default=256, ge=1)
+    case_study_pairs: int = Field(default=3, ge=1)
+    ablations_out: str = "data/ablations"
+    ablations: tuple[str, ...] = ("none", "keywords", "soft", "soft+keywords", "no_prefix", "L0", "L4", "L8")
+    ablation_max_users: int | None = Field(default=8, ge=1)
+    ablation_adapters: str = "data/soft_ablations"
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        if "alex" not in self.nets:
+            raise ValueError(f"nets must include 'alex' (the registry gates read it), got {list(self.nets)}")
+        if len(set(self.nets)) != len(self.nets):
+            raise ValueError(f"nets repeat a trunk: {list(self.nets)}")
+        bad = [v for v in self.ablations if v not in ABLATION_VARIANTS and not re.fullmatch(r"L\d+", v)]
+        if bad or len(set(self.ablations)) != len(self.ablations):
+            raise ValueError(
+                f"ablations: unknown or repeated variants {bad or list(self.ablations)}; "
+                f"use {list(ABLATION_VARIANTS)} or L<n> (e.g. L4)"
+            )
+        return self
+
+
+class ReportConfig(Section):
+    """The `report` stage: one self-contained HTML report (no network).
+
+    Attributes:
+        out: output folder: `index.html` and `metrics.json` (every
+            scenario's metrics and their pair-weighted overall).
+        gallery_pairs: (user, target) pairs shown per scenario.
+        thumbnail: side in pixels images are embedded at (PNG data URIs).
+        title: the report's title.
+    """
+
+    out: str = "data/report"
+    gallery_pairs: int = Field(default=4, ge=0)
+    thumbnail: int = Field(default=96, ge=16)
+    title: str = "PMG — personalised generation report"
+
+
 # ------------------------------------------------------------------------ params
 
 
@@ -393,6 +765,13 @@ class Params(Section):
     prepare: PrepareConfig = PrepareConfig()
     registry: RegistryConfig = RegistryConfig()
     zoo: ZooConfig = ZooConfig()
+    describe: DescribeConfig = DescribeConfig()
+    keywords: KeywordsConfig = KeywordsConfig()
+    generate: GenerateConfig = GenerateConfig()
+    select: SelectConfig = SelectConfig()
+    train_soft: TrainSoftConfig = TrainSoftConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Params:
