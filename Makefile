@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the default profile reads: the asset stage takes the emoji
 # font and Fashion-MNIST from these packages' archives (pinned + sha256).
-DEB_PACKAGES := fonts-noto-color-emoji dataset-fashion-mnist
+# chromium: the report test loads the HTML report headless (no network).
+DEB_PACKAGES := fonts-noto-color-emoji dataset-fashion-mnist chromium
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
@@ -16,9 +17,11 @@ export TRANSFORMERS_OFFLINE := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+# Persisted task results (the Prefect task cache) stay in the work tree.
+export PREFECT_LOCAL_STORAGE_PATH := $(CURDIR)/.prefect/results
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test setup system-deps clean
+.PHONY: demo test setup system-deps clean prefect-server prefect-deploy worker
 
 demo: setup
 	dvc repro
@@ -44,6 +47,32 @@ system-deps:
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Prefect (see README, "Scheduled runs with Prefect"). The server and the
+# dashboard listen on 127.0.0.1 only; clients and workers reach it through
+# PREFECT_API_URL.
+PREFECT_PORT ?= 4200
+PREFECT_SERVER_URL := http://127.0.0.1:$(PREFECT_PORT)/api
+# `make worker WORK_QUEUE=gpu WORKER_LIMIT=1` on each GPU (CUDA_VISIBLE_DEVICES=N);
+# no WORK_QUEUE polls every queue of the pool (one machine does everything).
+WORK_QUEUE ?=
+WORKER_LIMIT ?=
+GPU_SLOTS ?= 1
+# Where workers get the code (default: this checkout; or a git URL).
+DEPLOY_SOURCE ?=
+
+prefect-server: setup
+	PREFECT_API_URL=$(PREFECT_SERVER_URL) PREFECT_UI_API_URL=$(PREFECT_SERVER_URL) \
+	  $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# Work pool `pmg`, queues, the `gpu` tag limit and every deployment (idempotent).
+prefect-deploy: setup
+	PREFECT_API_URL=$(PREFECT_SERVER_URL) $(BIN)/python -m flows.deploy all --gpu-slots $(GPU_SLOTS) \
+	  $(if $(DEPLOY_SOURCE),--source $(DEPLOY_SOURCE))
+
+worker: setup
+	PREFECT_API_URL=$(PREFECT_SERVER_URL) $(BIN)/prefect worker start --pool pmg --type process \
+	  $(if $(WORK_QUEUE),--work-queue $(WORK_QUEUE)) $(if $(WORKER_LIMIT),--limit $(WORKER_LIMIT))
 
 clean:
 	rm -rf $(VENV) .prefect .pytest_cache

@@ -1,0 +1,19 @@
+"""Prefect flows: the PMG pipeline, retraining and batch personalisation.
+
+The flows call the same `pmg` functions the DVC stages call (`pmg.stages.*`,
+`pmg.registry`); nothing of the method lives here. What the flows add is
+orchestration: per-scenario fan-out, retries of transient failures only, task
+caching on inputs + source, the `gpu` tag and its concurrency limit, routing of
+GPU work to GPU workers, artifacts for the dashboard, schedules.
+
+- `flows.tasks`: the stage table, the retry condition, the cache policy and
+  the tasks (each a few lines calling `pmg`).
+- `flows.pipeline`: `pipeline_flow` (prepare -> ... -> report) and
+  `gpu_stage_flow` (one GPU stage for one scenario, deployed on the `gpu` queue).
+- `flows.retrain`: `retrain_flow` (prepare, retrain, evaluate, register,
+  promote) and its `register_flow`.
+- `flows.batch`: `batch_flow` (personalise (scenario, user, target) pairs with
+  the `production` adapter).
+- `flows.deploy`: work pool, queues, the `gpu` concurrency limit, the
+  zombie-run automation and the deployments (`python -m flows.deploy --help`).
+"""
