@@ -148,6 +148,44 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from pmg.stages import zoo
+
+    params = _params(args)
+    build = {"llm": zoo.run_llm, "clip": zoo.run_clip, "sd": zoo.run_sd}[args.part]
+    build(params, metrics_dir=Path(args.metrics_dir))
+    return 0
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    import importlib
+
+    params = _params(args)
+    stage = importlib.import_module(f"pmg.stages.{args.command}")
+    scenarios = [args.scenario] if args.scenario else list(params.base.scenarios)
+    for scenario in scenarios:
+        stage.run(params, scenario)
+    return 0
+
+
+def _cmd_personalize(args: argparse.Namespace) -> int:
+    from pmg.method.personalize import personalize
+
+    params = _params(args)
+    result = personalize(params, args.scenario, args.user, args.target, adapter_dir=args.adapter)
+    print(f"scenario {result['scenario']}, user {result['user']}, target {result['target']}")
+    print(f"preference keywords: {', '.join(result['preference_keywords']) or '(none)'}")
+    print(f"target keywords:     {', '.join(result['target_keywords'])}")
+    print(f"soft embeddings:     {'yes' if result['soft_embeddings'] else 'no adapter: keywords only'}")
+    print(f"{'cand':>4} {'w_p:w_t':>8} {'d_p':>7} {'d_t':>7} {'z':>8}  image")
+    for row in result["candidates"]:
+        mark = "*" if row["chosen"] else " "
+        weights = f"{row['w_p']:g}:{row['w_t']:g}"
+        print(f"{row['candidate']:>3}{mark} {weights:>8} {row['d_p']:7.3f} {row['d_t']:7.3f} {row['z']:8.3f}  {row['image']}")
+    print(f"chosen: {result['chosen_image']} (weights {result['chosen_weights'][0]:g}:{result['chosen_weights'][1]:g})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `pmg` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="pmg", description="Personalized Multimodal Generation pipeline")
@@ -202,6 +240,29 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--scenario", choices=["clothing", "movies", "emoji"], help="one scenario (default: all)")
     prepare.add_argument("--metrics-dir", default="metrics/prepare", help="where the stage metrics go")
     prepare.set_defaults(func=_cmd_prepare)
+
+    zoo = sub.add_parser("zoo", help="build the mini model zoo (mini profile)")
+    zoo.add_argument("part", choices=["llm", "clip", "sd"], help="which model to build")
+    zoo.add_argument("--metrics-dir", default="metrics/zoo", help="where the build figures and gates go")
+    zoo.set_defaults(func=_cmd_zoo)
+
+    for name, text in (
+        ("describe", "behaviour to text (history lines, conversation lines, target)"),
+        ("keywords", "preference and target keywords, through the LLM answer cache"),
+        ("train_soft", "train the soft preference adapter (P-Tuning v2)"),
+        ("generate", "candidate images per (user, target) and weight pair"),
+        ("select", "CLIP scores and the best candidate per pair"),
+    ):
+        stage = sub.add_parser(name, help=text)
+        stage.add_argument("--scenario", choices=["clothing", "movies", "emoji"], help="one scenario (default: all)")
+        stage.set_defaults(func=_cmd_stage)
+
+    personalize = sub.add_parser("personalize", help="run the whole chain for one (user, target) pair")
+    personalize.add_argument("--scenario", required=True, choices=["clothing", "movies", "emoji"])
+    personalize.add_argument("--user", required=True)
+    personalize.add_argument("--target", required=True, help="a catalogue item id")
+    personalize.add_argument("--adapter", help="adapter folder (default: <train_soft.out>/<scenario>)")
+    personalize.set_defaults(func=_cmd_personalize)
     return parser
 
 

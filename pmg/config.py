@@ -352,6 +352,9 @@ class ZooClipConfig(Section):
             the text tower's own caption similarities.
         semantic_weight: weight of the soft-target loss (0 disables it);
             it is what lets unseen captions be recognised zero-shot.
+        logit_scale_init: initial inverse temperature (learnable, capped
+            at 100). Captions of one scenario are close in the text tower's
+            space, so CLIP's usual 1/0.07 is too soft to separate them.
     """
 
     out: str = "data/zoo/clip"
@@ -368,9 +371,10 @@ class ZooClipConfig(Section):
     weight_decay: float = Field(default=0.05, ge=0)
     augment_shift: float = Field(default=0.1, ge=0, lt=1)
     augment_scale: float = Field(default=0.1, ge=0, lt=1)
-    min_scenario_share: float = Field(default=0.2, ge=0, le=1)
+    min_scenario_share: float = Field(default=0.45, ge=0, le=1)
     semantic_tau: float = Field(default=0.05, gt=0)
     semantic_weight: float = Field(default=1.0, ge=0)
+    logit_scale_init: float = Field(default=30.0, ge=1, le=100)
 
 
 class ZooSDConfig(Section):

@@ -308,7 +308,15 @@ def cached_llm(params: Params, llm: Any, cache_dir: str | Path, batch_size: int)
     )
 
 
-def run_describe(params: Params, scenario: str, *, llm: Any, captioner: Any) -> pd.DataFrame:
+def run_describe(
+    params: Params,
+    scenario: str,
+    *,
+    llm: Any,
+    captioner: Any,
+    prepared: PreparedScenario | None = None,
+    users: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """The `describe` stage for one scenario, without file writes.
 
     Reads `<prepare.out>/<scenario>`, selects `describe.max_users` users (the
@@ -322,11 +330,14 @@ def run_describe(params: Params, scenario: str, *, llm: Any, captioner: Any) -> 
         scenario: clothing, movies or emoji.
         llm: the loaded LLM (or None: long texts are cut, not summarised).
         captioner: the loaded captioner (or None: lines from text only).
+        prepared: the prepared scenario (default: read from `prepare.out`;
+            `pmg personalize` passes one whose split names another target).
+        users: the users to describe (default: `describe.max_users` first).
     """
     cfg = params.describe
-    prepared = read_scenario(Path(params.prepare.out) / scenario)
+    prepared = prepared if prepared is not None else read_scenario(Path(params.prepare.out) / scenario)
     prompts = load_prompt_set(scenario)
-    users = select_users(prepared.splits, cfg.max_users)
+    users = list(users) if users is not None else select_users(prepared.splits, cfg.max_users)
     cache = ContentCache(cfg.llm_cache)
     if captioner is not None and cfg.captions and not isinstance(captioner, CachedCaptioner):
         if hasattr(captioner, "with_vocabulary"):

@@ -508,7 +508,9 @@ def keywords(
     return frame
 
 
-def run_keywords(params: Params, scenario: str, descriptions: pd.DataFrame, *, llm: Any) -> pd.DataFrame:
+def run_keywords(
+    params: Params, scenario: str, descriptions: pd.DataFrame, *, llm: Any, items: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The `keywords` stage for one scenario, without file writes.
 
     Reads the scenario's catalogue from `<prepare.out>/<scenario>`, wraps the
@@ -518,10 +520,11 @@ def run_keywords(params: Params, scenario: str, descriptions: pd.DataFrame, *, l
     called and every keyword comes from the fallback.
     """
     cfg = params.keywords
-    prepared = read_scenario(Path(params.prepare.out) / scenario)
+    if items is None:
+        items = read_scenario(Path(params.prepare.out) / scenario).items
     return keywords(
         descriptions,
-        prepared.items,
+        items,
         llm=cached_llm(params, llm, cfg.llm_cache, cfg.batch_size) if cfg.use_llm else None,
         cfg=cfg,
         scenario=scenario,
