@@ -105,8 +105,9 @@ def test_all_method_stages_then_personalize(
 
 
 def test_personalize_unknown_user_and_target_are_clear(
-    chain_args: list[str], capsys: pytest.CaptureFixture[str]
+    chain_args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     assert main([*chain_args, "prepare", "--scenario", "emoji"]) == 0
     capsys.readouterr()
     assert main([*chain_args, "personalize", "--scenario", "emoji", "--user", "nobody", "--target", "x"]) == 2
