@@ -161,11 +161,36 @@ def _cmd_stage(args: argparse.Namespace) -> int:
     import importlib
 
     params = _params(args)
-    stage = importlib.import_module(f"pmg.stages.{args.command}")
+    module, function = STAGE_ENTRY_POINTS[args.command]
+    run = getattr(importlib.import_module(f"pmg.stages.{module}"), function)
     scenarios = [args.scenario] if args.scenario else list(params.base.scenarios)
     for scenario in scenarios:
-        stage.run(params, scenario)
+        run(params, scenario)
     return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pmg.stages import report
+
+    result = report.run(_params(args))
+    overall = result.get("overall", {})
+    print(f"report: {result['report_path']}")
+    if overall:
+        print("headline (all scenarios): " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items() if isinstance(v, float)))
+    return 0
+
+
+#: CLI command -> (module in pmg.stages, per-scenario entry point).
+STAGE_ENTRY_POINTS = {
+    "describe": ("describe", "run"),
+    "keywords": ("keywords", "run"),
+    "train_soft": ("train_soft", "run"),
+    "train_soft_ablations": ("ablations", "train_ablation_adapters"),
+    "generate": ("generate", "run"),
+    "select": ("select", "run"),
+    "evaluate": ("evaluate", "run"),
+    "ablations": ("ablations", "run"),
+}
 
 
 def _cmd_personalize(args: argparse.Namespace) -> int:
@@ -252,10 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("train_soft", "train the soft preference adapter (P-Tuning v2)"),
         ("generate", "candidate images per (user, target) and weight pair"),
         ("select", "CLIP scores and the best candidate per pair"),
+        ("train_soft_ablations", "train the extra adapters of the ablations (L, prefix off)"),
+        ("evaluate", "LPIPS / SSIM against history and target, ground truth, weight case study"),
+        ("ablations", "every ablation variant on the same pairs and seeds"),
     ):
         stage = sub.add_parser(name, help=text)
         stage.add_argument("--scenario", choices=["clothing", "movies", "emoji"], help="one scenario (default: all)")
         stage.set_defaults(func=_cmd_stage)
+
+    report = sub.add_parser("report", help="the self-contained HTML report over all scenarios")
+    report.set_defaults(func=_cmd_report)
 
     personalize = sub.add_parser("personalize", help="run the whole chain for one (user, target) pair")
     personalize.add_argument("--scenario", required=True, choices=["clothing", "movies", "emoji"])

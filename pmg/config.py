@@ -335,9 +335,6 @@ class ZooClipConfig(Section):
         heldout_fraction: share of items kept out for the quality gate.
         min_gate_ratio: zero-shot top-1 must reach this multiple of chance
             in every scenario, else the stage fails.
-        text_tower: the locked pretrained text tower, a Hugging Face BERT
-            folder (all-MiniLM-L6-v2 from the assets); its config and
-            tokenizer are copied into `out`, its weights saved with the model.
         image_tower: a timm architecture name, trained from scratch.
         embed_dim: joint embedding width; equal to the text tower's width
             (384 for MiniLM) the text projection starts as the identity.
@@ -364,7 +361,6 @@ class ZooClipConfig(Section):
     lr: float = Field(default=1e-3, gt=0)
     heldout_fraction: float = Field(default=0.15, gt=0, lt=1)
     min_gate_ratio: float = Field(default=3.0, ge=0)
-    text_tower: str = "data/assets/minilm"
     image_tower: str = "test_convnext"
     embed_dim: int = Field(default=384, ge=8)
     context_length: int = Field(default=32, ge=8)

@@ -115,12 +115,13 @@ def _writer(folder: str, worker: int, n: int) -> None:
 
 
 def test_two_processes_writing_at_once_do_not_corrupt_it(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a process that already runs torch threads can hang.
+    context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_writer, args=(str(tmp_path), w, 150)) for w in range(2)]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(60)
+        worker.join(180)
         assert worker.exitcode == 0
     cache = ContentCache(tmp_path)
     assert len(cache) == 150 * 3

@@ -1,0 +1,186 @@
+"""Ablations: every variant on the same pairs and seeds, shared runs, skipped variants, tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from eval_helpers import behaviour, build_world, keywords_frame, locations, make_params
+
+from pmg.evaluate.ablations import ablation_markdown, default_adapters, variant, variants
+from pmg.io import read_table
+from pmg.schemas import Candidates, PairMetrics
+
+ALL = ["none", "keywords", "soft", "soft+keywords", "no_prefix", "L0", "L4", "L8"]
+
+
+def test_variants_describe_what_each_needs(tmp_path: Path) -> None:
+    params = make_params(tmp_path)
+    by_name = {v.name: v for v in variants(params)}
+    assert list(by_name) == ALL
+    assert (by_name["none"].soft, by_name["none"].use_keywords) == (False, False)
+    assert by_name["keywords"].adapter_key is None
+    assert by_name["soft"].adapter_key == "L4-prefix" and not by_name["soft"].use_keywords
+    assert by_name["no_prefix"].adapter_key == "L4-noprefix"
+    assert by_name["L8"].adapter_key == "L8-prefix"
+    # Identical conditioning shares one run.
+    assert by_name["L0"].generation_key == by_name["keywords"].generation_key
+    assert by_name["L4"].generation_key == by_name["soft+keywords"].generation_key
+    assert by_name["soft+keywords"].generate_config(params.generate).use_soft
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        variant("L", params)
+
+
+@pytest.mark.slow  # the session's tiny pipeline run: several generator runs, ~1-2 min on 2 busy cores
+def test_every_variant_runs_on_the_same_pairs_and_seeds(pipeline_run) -> None:
+    out = Path(pipeline_run.params.evaluate.ablations_out) / "clothing"
+    nested = json.loads(locations(pipeline_run.root).ablation_metrics("clothing").read_text())
+    assert nested == pipeline_run.ablations
+    assert sorted(nested["clothing"]) == sorted(ALL)
+    pairs = read_table(out / "pairs.parquet", PairMetrics)
+    keys = {
+        v: set(map(tuple, g[["user_id", "target_item"]].drop_duplicates().to_numpy()))
+        for v, g in pairs.groupby("variant")
+    }
+    assert (
+        len({frozenset(k) for k in keys.values()}) == 1 and len(next(iter(keys.values()))) == 3
+    )  # ablation_max_users
+    for name, metrics in nested["clothing"].items():
+        assert metrics["n_pairs"] == 3 and metrics["n_skipped"] == 0, name
+        for key in ("lpips_alex_history", "ssim_history", "lpips_alex_target", "ssim_target"):
+            assert isinstance(metrics[key], float), (name, key)
+    assert nested["clothing"]["none"]["lpips_history_change_vs_none"] == 0.0
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["skipped"] == {}
+    runs = report["runs"]
+    assert runs["L0"] == runs["keywords"] and runs["L4"] == runs["soft+keywords"]
+    assert len(set(runs.values())) == 6
+    # Candidate k of a pair has the same seed in every run; the conditioning differs.
+    seeds = {}
+    for run in set(runs.values()):
+        frame = read_table(out / "runs" / run / "clothing" / "candidates.parquet", Candidates)
+        for row in frame.itertuples():
+            seeds.setdefault((row.user_id, row.candidate), set()).add(row.seed)
+    assert all(len(s) == 1 for s in seeds.values())
+    # Shared runs report identical numbers.
+    assert (
+        nested["clothing"]["L0"]["lpips_alex_history"] == nested["clothing"]["keywords"]["lpips_alex_history"]
+    )
+
+
+@pytest.mark.slow  # the session's tiny pipeline run: several generator runs, ~1-2 min on 2 busy cores
+def test_markdown_has_the_paper_layout(pipeline_run) -> None:
+    out = Path(pipeline_run.params.evaluate.ablations_out) / "clothing"
+    text = (out / "ablations.md").read_text()
+    assert "paper Table 2" in text and "paper Table 3" in text
+    assert "| Variant | n | History LPIPS-Alex ↓" in text
+    assert "No personalisation (target keywords)" in text and "PMG, L=8" in text
+    gt = json.loads(locations(pipeline_run.root).ablation_ground_truth("clothing").read_text())["clothing"]
+    assert {"none", "soft+keywords", "target_image"} <= set(gt)
+    assert 0.0 <= gt["none"]["colour"] <= 1.0 and gt["none"]["n_colour"] == 3
+
+
+def test_missing_adapters_skip_their_variants(tmp_path: Path, metric_models) -> None:
+    """Soft variants without an adapter are skipped with the reason; the others run (fake generator)."""
+    from PIL import Image
+
+    from pmg.evaluate.ablations import AblationModels, run_ablations
+
+    params = make_params(tmp_path, evaluate={"ablations": ["none", "keywords", "soft", "L8"]})
+    prepared = build_world(tmp_path / "prepared")
+    calls: list[tuple[bool, bool, int]] = []
+
+    def fake_generate(run_params, scenario, pairs, behaviour, *, generator, soft_model, out_dir, items):
+        calls.append((run_params.generate.use_soft, run_params.generate.use_keywords, len(pairs)))
+        rows = []
+        for row in pairs.itertuples():
+            relative = f"{row.user_id}/cand_0.png"
+            (Path(out_dir) / scenario / row.user_id).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (200, 30, 30)).save(Path(out_dir) / scenario / relative)
+            rows.append(
+                {
+                    "user_id": row.user_id,
+                    "scenario": scenario,
+                    "target_item": row.target_item,
+                    "candidate": 0,
+                    "w_p": 0.0,
+                    "w_t": 4.0,
+                    "seed": 1,
+                    "mode": "weighted_embeddings",
+                    "variant": "none",
+                    "preference_text": "",
+                    "target_text": "x",
+                    "keyword_fallback": "",
+                    "image_path": relative,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def fake_select(run_params, scenario, candidates, *, scorer, candidates_dir):
+        return candidates[["user_id", "scenario", "target_item", "candidate", "w_p", "w_t"]].assign(
+            d_p=0.2, d_t=0.3, z=-1.4, floored=False, chosen=True
+        )
+
+    result = run_ablations(
+        params,
+        "clothing",
+        variants(params),
+        models=AblationModels(generator=None, scorer=None, metric_models=metric_models, llm=None),
+        keywords=keywords_frame(),
+        behaviour=behaviour(),
+        adapters={"L8-prefix": tmp_path / "nowhere"},
+        out_dir=tmp_path / "abl",
+        prepared=prepared,
+        generate_fn=fake_generate,
+        select_fn=fake_select,
+    )
+    assert calls == [(False, False, 3), (False, True, 3)]  # the first 3 users, same pairs for both
+    assert "no soft adapter L4-prefix" in result.skipped["soft"]
+    assert "no base LLM" in result.skipped["L8"]  # an adapter, but no LLM to load it onto
+    assert set(result.metrics) == {"none", "keywords"}
+    assert (
+        result.metrics["none"]["n_pairs"] == 3
+        and result.metrics["none"]["lpips_history_change_vs_none"] == 0.0
+    )
+
+
+def test_no_usable_pair_skips_every_variant(tmp_path: Path, metric_models) -> None:
+    from pmg.evaluate.ablations import AblationModels, run_ablations
+
+    params = make_params(tmp_path, evaluate={"ablations": ["none", "keywords"]})
+    result = run_ablations(
+        params,
+        "clothing",
+        variants(params),
+        models=AblationModels(generator=None, scorer=None, metric_models=metric_models),
+        keywords=keywords_frame(),
+        behaviour={},  # nobody has behaviour lines
+        adapters={},
+        out_dir=tmp_path / "abl",
+        prepared=build_world(tmp_path / "prepared"),
+        generate_fn=lambda *a, **k: pytest.fail("nothing should run"),
+    )
+    assert set(result.skipped) == {"none", "keywords"} and "no pair" in result.skipped["none"]
+    assert result.metrics == {}
+
+
+@pytest.mark.slow  # the session's tiny pipeline run: several generator runs, ~1-2 min on 2 busy cores
+def test_adapters_are_found_by_their_config(pipeline_run) -> None:
+    found = default_adapters(pipeline_run.params, "clothing")
+    assert set(found) == {"L4-prefix", "L4-noprefix", "L8-prefix"}
+    assert found["L4-prefix"] == Path(pipeline_run.params.train_soft.out) / "clothing"
+
+
+def test_skipped_variants_show_in_the_markdown(tmp_path: Path) -> None:
+    params = make_params(tmp_path)
+    text = ablation_markdown(
+        "emoji",
+        {"none": {"n_pairs": 2, "lpips_alex_history": 0.5}},
+        variants(params),
+        {"soft": "no soft adapter L4-prefix"},
+    )
+    assert "skipped: no soft adapter L4-prefix" in text
+    assert "0.5000" in text
