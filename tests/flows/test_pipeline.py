@@ -121,18 +121,6 @@ def test_deterministic_failure_fails_fast_with_the_cause(
         state.result()
 
 
-def test_a_missing_stage_fails_before_anything_runs(tiny: Any, task_runs: Any, tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pmg.stages.report") is not None:
-        pytest.skip("every stage exists now")
-    state = pipeline_flow(
-        params_path=PARAMS, overrides=tiny(tmp_path), stages=["prepare", "report"], return_state=True
-    )
-    assert state.is_failed() and "pmg.stages.report does not exist" in state.message
-    assert task_runs(state.state_details.flow_run_id) == []
-
-
 def test_gpu_stages_run_tagged(
     monkeypatch: pytest.MonkeyPatch, tiny: Any, task_runs: Any, tmp_path: Path
 ) -> None:

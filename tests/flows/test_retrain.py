@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.machinery
-import importlib.util
 import json
 import sys
 import types
@@ -164,10 +163,3 @@ def test_batch_uses_the_production_adapter(
     assert fake_personalize[0][4] == ["adapter.safetensors", "adapter_config.json", "projection"]
     runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
     assert GPU_TAG in runs["emoji/u1->e9"].tags and GPU_TAG not in runs["pull-adapter[production]"].tags
-
-
-def test_batch_without_the_chain_function_fails_before_pulling(in_tmp: Path) -> None:
-    if importlib.util.find_spec("pmg.method.personalize") is not None:
-        pytest.skip("pmg.method.personalize exists now")
-    state = batch_flow(pairs=[["emoji", "u1", "e1"]], params_path=PARAMS, return_state=True)
-    assert state.is_failed() and "pmg.method.personalize" in state.message

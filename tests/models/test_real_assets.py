@@ -11,21 +11,14 @@ from pmg.config import ModelSpec
 from pmg.models.llm import convert_gguf_to_hf, load_llm
 from pmg.models.lpips_metric import load_lpips, lpips_distance
 
-ASSETS = Path(__file__).resolve().parents[2] / "data" / "assets"
-SMOLLM = ASSETS / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM = Path("smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 pytestmark = pytest.mark.slow
 
 
-def _needs(path: Path) -> None:
-    if not path.exists():
-        pytest.skip(f"{path} not present: run the assets stage (dvc repro assets) first")
-
-
 @pytest.mark.parametrize("net", ["alex", "vgg"])
-def test_real_lpips_weights_rank_a_small_change_below_a_large_one(net: str) -> None:
-    _needs(ASSETS / "lpips" / f"{net}.safetensors")
-    model = load_lpips(ModelSpec(kind="lpips", path=str(ASSETS / "lpips")), "cpu", net=net)
+def test_real_lpips_weights_rank_a_small_change_below_a_large_one(net: str, packaged_model_assets: Path) -> None:
+    model = load_lpips(ModelSpec(kind="lpips", path=str(packaged_model_assets / "lpips")), "cpu", net=net)
     # Smooth images (a colour gradient), as the metric was calibrated on natural images.
     ramp = torch.linspace(0, 1, 64)
     x = torch.stack(
@@ -42,9 +35,8 @@ def test_real_lpips_weights_rank_a_small_change_below_a_large_one(net: str) -> N
     assert 0 < lpips_distance(model, x, small).item() < lpips_distance(model, x, large).item()
 
 
-def test_smollm2_gguf_converts_and_answers(tmp_path: Path) -> None:
-    _needs(SMOLLM)
-    folder = convert_gguf_to_hf(SMOLLM, tmp_path / "smollm2")
+def test_smollm2_gguf_converts_and_answers(tmp_path: Path, packaged_model_assets: Path) -> None:
+    folder = convert_gguf_to_hf(packaged_model_assets / SMOLLM, tmp_path / "smollm2")
     llm = load_llm(ModelSpec(kind="hf", path=str(folder)), "cpu", key="profiles.mini.llm")
     assert llm.context_length == 8192
     assert llm.tokenizer.chat_template and "<|im_start|>" in llm.format_prompt("hi")
