@@ -45,7 +45,10 @@ def load_emoji_font(path: str | Path) -> ImageFont.FreeTypeFont:
     if not path.is_file():
         raise asset_error(path, "emoji font not found")
     try:
-        font = ImageFont.truetype(str(path), EMOJI_FONT_PIXELS)
+        # From the bytes, not the path: given a path it cannot open, Pillow
+        # looks the file name up among the system fonts, and would silently
+        # use an installed NotoColorEmoji.ttf instead of the asset.
+        font = ImageFont.truetype(io.BytesIO(path.read_bytes()), EMOJI_FONT_PIXELS)
     except OSError as err:
         raise asset_error(path, f"cannot open the emoji font ({err})") from None
     if render_glyph(font, _PROBE) is None:
