@@ -406,6 +406,8 @@ class ZooSDConfig(Section):
             `2 ** (len(vae_channels) - 1)`.
         latent_channels: VAE latent channels.
         vae_steps: reconstruction pre-training steps of the VAE.
+        vae_batch_size: images per VAE step (small batches, many steps:
+            the autoencoder converges faster per image seen).
         vae_lr: AdamW learning rate of the VAE.
         log_every: training losses are averaged and reported every this
             many steps.
@@ -434,8 +436,9 @@ class ZooSDConfig(Section):
     unet_head_dim: int = Field(default=32, ge=4)
     vae_channels: tuple[int, ...] = (16, 32, 64)
     latent_channels: int = Field(default=4, ge=1)
-    vae_steps: int = Field(default=400, ge=1)
-    vae_lr: float = Field(default=2e-3, gt=0)
+    vae_steps: int = Field(default=1200, ge=1)
+    vae_batch_size: int = Field(default=8, ge=1)
+    vae_lr: float = Field(default=1e-3, gt=0)
     log_every: int = Field(default=50, ge=1)
     colour_prompts: int = Field(default=12, ge=1)
     min_prompt_match: float = Field(default=0.7, ge=0, le=1)

@@ -129,6 +129,7 @@ def load_scorer(spec: ModelSpec, device: str | torch.device = "auto", *, key: st
     dtype = resolve_dtype(spec.dtype, torch_device, key=f"{key}.dtype")
     precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
+    extra: dict = {}
     if spec.path is None and spec.name and spec.name.startswith("hf-hub:"):
         model_name, pretrained, source = spec.name, None, spec.name
     else:
@@ -142,6 +143,7 @@ def load_scorer(spec: ModelSpec, device: str | torch.device = "auto", *, key: st
                 )
             _require_weights(path, key)
             model_name, pretrained = f"local-dir:{path}", None
+            extra = text_tower_override(path)
         elif path.is_file():
             model_name, pretrained = require(spec, "name", key), str(path)
             if model_name not in open_clip.list_models():
@@ -157,11 +159,43 @@ def load_scorer(spec: ModelSpec, device: str | torch.device = "auto", *, key: st
     what = "an open_clip model (a checkpoint for the named architecture, or an open_clip folder)"
     with loading(key, source, what, hub=source.startswith("hf-hub:")):
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, precision=precision, device=torch_device, weights_only=True
+            model_name, pretrained=pretrained, precision=precision, device=torch_device, weights_only=True, **extra
         )
         tokenizer = open_clip.get_tokenizer(model_name)
     model.eval()
     return Scorer(model, preprocess, tokenizer)
+
+
+def text_tower_override(folder: str | Path) -> dict:
+    """open_clip keyword arguments that make a saved mini CLIP load from any working directory.
+
+    `text_cfg.hf_model_name` is stored as the path the folder was written
+    to; from another working directory that relative path does not resolve.
+    Passing the returned dict to `open_clip.create_model(_and_transforms)`
+    replaces `text_cfg` with one naming `folder` itself (which holds the
+    text tower's config). The tokenizer needs nothing: open_clip reads a
+    `local-dir:` tokenizer from the folder anyway.
+
+    Returns:
+        `{"text_cfg": {...}}`, or `{}` when the folder's model has no Hugging
+        Face text tower or its config is not in the folder.
+    """
+    folder = Path(folder)
+    model_cfg = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))["model_cfg"]
+    text_cfg = dict(model_cfg.get("text_cfg", {}))
+    if "hf_model_name" not in text_cfg or not (folder / "config.json").is_file():
+        return {}
+    text_cfg["hf_model_name"] = str(folder)
+    # open_clip turns this off itself when a full checkpoint is found, but on the
+    # config it read, which a `text_cfg` keyword replaces: the weights come from
+    # the folder's safetensors, never from `from_pretrained`.
+    text_cfg["hf_model_pretrained"] = False
+    if text_cfg.get("hf_tokenizer_name"):
+        text_cfg["hf_tokenizer_name"] = str(folder)
+    return {"text_cfg": text_cfg}
+
+
+# ------------------------------------------------------------------------ gate
 
 
 def _require_weights(folder: Path, key: str) -> None:
