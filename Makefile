@@ -27,6 +27,8 @@ demo: setup
 	dvc repro
 	@echo
 	@dvc metrics show
+	@echo
+	@echo "report: $(CURDIR)/data/report/index.html"
 
 test: setup
 	$(BIN)/pytest
