@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def replace_folder(staging: str | Path, final: str | Path) -> None:
+    """Put the completed folder `staging` in place of `final` (which may not exist).
+
+    Two renames: `final` moves aside, `staging` takes its name, then the old
+    folder is deleted. Readers see the old folder or the new one, never a
+    half-written one; a leftover `.<name>.old` from a killed run is removed.
+    """
+    staging, final = Path(staging), Path(final)
+    if not final.exists():
+        staging.rename(final)
+        return
+    old = final.parent / f".{final.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from pmg import schemas
 from pmg.errors import DataError
-from pmg.io import read_table, write_table
+from pmg.io import read_table, replace_folder, write_table
 
 TABLES = {
     "items": schemas.Items,
@@ -110,15 +110,7 @@ def write_scenario(
     write_table(report, staging / "report.parquet", schemas.PrepareReport)
     if ground_truth is not None:
         write_table(ground_truth, staging / "ground_truth.parquet", schemas.GroundTruth)
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
+    replace_folder(staging, final)
 
 
 def read_scenario(folder: str | Path) -> PreparedScenario:

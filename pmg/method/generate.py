@@ -109,7 +109,7 @@ from PIL import Image
 from pmg.config import GenerateConfig, Params
 from pmg.data.store import read_scenario, staging_folder
 from pmg.errors import ConfigError
-from pmg.io import atomic_path, validate, write_json_atomic, write_table
+from pmg.io import atomic_path, replace_folder, validate, write_json_atomic, write_table
 from pmg.method.describe import natural_key
 from pmg.method.keywords import title_words
 from pmg.schemas import Candidates, Keywords
@@ -662,16 +662,8 @@ def run_generate(
 
 
 def _swap(staging: Path, final: Path) -> None:
-    """Replace `final` by `staging` (two renames; the old folder is removed after)."""
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
+    """Replace `final` by `staging` (see `pmg.io.replace_folder`)."""
+    replace_folder(staging, final)
 
 
 def read_candidate_images(frame: pd.DataFrame, folder: str | Path) -> list[Image.Image]:

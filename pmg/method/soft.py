@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from pmg.errors import DataError, ModelError
-from pmg.io import write_json_atomic
+from pmg.io import replace_folder, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -667,15 +667,7 @@ def save_adapter(
         config["adapter_sha256"] = _sha256(tmp / ADAPTER_FILE)
         config.update(extra)
         write_json_atomic(tmp / CONFIG_FILE, config)
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
