@@ -253,7 +253,6 @@ def test_long_prompts_are_cut_from_the_left(llm: LocalLLM) -> None:
     assert tail.endswith("Describe the user's visual preference:")
 
 
-@pytest.mark.slow
 def test_image_generator_accepts_the_conditioning(llm: LocalLLM, generator: ImageGenerator) -> None:
     """concat(E_m, E_k) enters the unmodified pipeline as prompt_embeds (length L + 77)."""
     model = SoftPreferenceModel(llm, TEXT_WIDTH, num_tokens=4, prefix_length=2)
