@@ -41,7 +41,7 @@ def default_bpe_path() -> Path:
     """
     spec = importlib.util.find_spec("open_clip")
     if spec is None or spec.origin is None:
-        raise ModelError("open_clip is not installed; it carries CLIP's BPE vocabulary (pip install open_clip_torch)")
+        raise ModelError("open_clip is not installed; it ships CLIP's BPE file (pip install open_clip_torch)")
     path = Path(spec.origin).parent / BPE_FILE
     if not path.is_file():
         raise ModelError(f"open_clip at {path.parent} has no {BPE_FILE}")

@@ -95,10 +95,13 @@ def test_colour_gate_prompts_cover_every_colour_evenly() -> None:
 def test_gate_failures_name_the_missed_gate() -> None:
     metrics = {
         "prompt_match": {
-            "clothing": {"match": 0.5}, "overall": {"match": 0.5, "n_prompts": 10}, "min": 0.7, "passed": False,
+            "clothing": {"match": 0.5},
+            "overall": {"match": 0.5, "n_prompts": 10},
+            "min": 0.7,
+            "passed": False,
         },
         "colour": {"accuracy": 0.9, "chance": 0.125, "ratio": 7.2, "min_ratio": 3.0, "passed": True},
-    }  # fmt: skip
+    }
     [line] = gate_failures(metrics)
     assert "prompt match 0.500" in line and "clothing 0.500" in line
 
@@ -165,3 +168,33 @@ def test_training_is_deterministic_given_the_seed(squares: pd.DataFrame, trained
     name = "unet/diffusion_pytorch_model.safetensors"
     first, second = load_file(out / name), load_file(tmp_path / "again" / name)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.slow
+def test_gates_report_prompt_match_and_colour(
+    trained: tuple[Path, dict], tiny_text_tower: Path, squares: pd.DataFrame, tmp_path: Path
+) -> None:
+    from pmg.config import ZooClipConfig
+    from pmg.zoo.clip import fit_mini_clip, save_mini_clip
+    from pmg.zoo.sd import evaluate_mini_sd
+
+    clip_cfg = ZooClipConfig(
+        image_size=32, image_tower="test_convnext", embed_dim=32, context_length=8, epochs=2, batch_size=8
+    )
+    quiet = {"text_tower": tiny_text_tower, "seed": 0, "log": lambda _: None}
+    model, model_cfg, _ = fit_mini_clip(clip_cfg, squares, **quiet)
+    clip = save_mini_clip(model, model_cfg, tmp_path / "clip", text_tower=tiny_text_tower, training={})
+    out, _ = trained
+    lenient = tiny_config(colour_prompts=1, min_prompt_match=0.0, min_colour_ratio=0.0)
+    gate = evaluate_mini_sd(out, clip, squares, lenient, seed=0)
+    match, colour = gate["prompt_match"], gate["colour"]
+    assert match["clothing"]["n_prompts"] == match["overall"]["n_prompts"] == 4  # distinct held-out captions
+    assert 0.0 <= match["overall"]["match"] <= 1.0 and 0.0 <= match["overall"]["real_images"] <= 1.0
+    assert colour["n_images"] == 8 and colour["chance"] == pytest.approx(1 / 8)
+    assert gate["passed"] is True and gate_failures(gate) == []
+    # 9 x chance (1/8) is out of reach: the colour gate fails, on the very same images (same seeds).
+    impossible = tiny_config(colour_prompts=1, min_colour_ratio=9.0)
+    strict = evaluate_mini_sd(out, clip, squares, impossible, seed=0)
+    assert strict["colour"] == colour | {"min_ratio": 9.0, "passed": False}
+    assert strict["passed"] is False
+    assert any("colour accuracy" in line for line in gate_failures(strict))
