@@ -198,8 +198,11 @@ class GeneratedCandidates:
 
 
 def keyword_text(keywords: Sequence[str]) -> str:
-    """Keywords joined as the authors' demo joins them: `"a, b, c"`."""
-    return ", ".join(k.strip() for k in keywords if k and k.strip())
+    """Keywords joined as the authors' demo joins them (`"a, b, c"`): the one
+    join training and inference share (`pmg.method.soft.keyword_string`)."""
+    from pmg.method.soft import keyword_string
+
+    return keyword_string(keywords)
 
 
 def repeat_prompt(target_keywords: Sequence[str], preference_keywords: Sequence[str], repeats: int) -> str:
@@ -515,22 +518,17 @@ def request_from_keywords(
 
 
 def behaviour_prompts(descriptions: pd.DataFrame, scenario: str) -> dict[str, str]:
-    """The behaviour prompt of every user with behaviour lines, from a `Descriptions` table.
+    """The behaviour prompt of every user with history lines, from a `Descriptions` table.
 
-    Users with neither history nor conversation lines are left out (they
-    have no history; `run_generate` skips them).
+    The prompts come from `pmg.method.soft.behaviour_prompts`, the assembly
+    `train_soft` uses, so training and inference see the same text. Users
+    without history lines are left out (`run_generate` skips them).
     """
-    from pmg.method.soft import behaviour_prompt
+    from pmg.method.soft import behaviour_prompts as assemble
 
-    out: dict[str, str] = {}
     frame = descriptions[descriptions["scenario"] == scenario]
-    for user, lines in frame.groupby("user_id", sort=False):
-        lines = lines.sort_values("position", kind="stable")
-        history = [str(x) for x in lines.loc[lines["kind"] == "history", "line"]]
-        conversations = [str(x) for x in lines.loc[lines["kind"] == "conversation", "line"]]
-        if history or conversations:
-            out[str(user)] = behaviour_prompt(scenario, history, conversations)
-    return out
+    users = sorted(frame.loc[frame["kind"] == "history", "user_id"].astype(str).unique())
+    return assemble(scenario, frame, users)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

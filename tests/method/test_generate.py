@@ -404,3 +404,24 @@ def test_candidates_schema_rejects_both_weights_zero() -> None:
 def test_generate_config_rejects_bad_values(update: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GenerateConfig(**update)
+
+
+def test_inference_uses_the_training_prompts_and_skips_users_without_history() -> None:
+    from pmg.method.generate import behaviour_prompts, keyword_text
+    from pmg.method.soft import behaviour_prompt, keyword_string
+
+    def line(user, kind, position, text, scenario="emoji"):
+        return {"user_id": user, "scenario": scenario, "kind": kind, "ref": str(position),
+                "position": position, "line": text, "source": "text"}
+
+    frame = pd.DataFrame([
+        line("u1", "history", 1, "a sad face"),
+        line("u1", "history", 0, "a smiling cat"),   # out of order on purpose
+        line("u1", "conversation", 0, "I love cats"),
+        line("u1", "target", 0, "a dog"),
+        line("u2", "conversation", 0, "only talk"),   # no history: left out
+        line("u3", "history", 0, "other scenario", scenario="movies"),
+    ])
+    prompts = behaviour_prompts(frame, "emoji")
+    assert prompts == {"u1": behaviour_prompt("emoji", ["a smiling cat", "a sad face"], ["I love cats"])}
+    assert keyword_text([" red ", "", "wool"]) == keyword_string([" red ", "", "wool"]) == "red, wool"
