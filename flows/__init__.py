@@ -13,7 +13,7 @@ GPU work to GPU workers, artifacts for the dashboard, schedules.
 - `flows.retrain`: `retrain_flow` (prepare, retrain, evaluate, register,
   promote) and its `register_flow`.
 - `flows.batch`: `batch_flow` (personalise (scenario, user, target) pairs with
-  the `production` adapter).
+  each scenario's `production` adapter).
 - `flows.deploy`: work pool, queues, the `gpu` concurrency limit, the
   zombie-run automation and the deployments (`python -m flows.deploy --help`).
 """

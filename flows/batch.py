@@ -1,10 +1,14 @@
-"""Batch personalisation: (scenario, user, target) pairs with the `production` adapter.
+"""Batch personalisation: (scenario, user, target) pairs with each scenario's `production` adapter.
 
-`batch_flow` resolves the registry alias once (default `production`), pulls
-that version into `<adapter_cache>/v<N>` (verified, and only if not pulled
-before), and runs the per-pair chain — `pmg.method.personalize.personalize`,
-the same function `pmg personalize` calls — once per pair, concurrently, each
-pair a `gpu`-tagged task cached on its inputs and the adapter version.
+Adapters are per scenario, and so is the registry. `batch_flow` resolves the
+alias (default `production`) once per scenario of the pairs that has adapters
+(`train_soft.scenarios`), pulls that version into
+`<adapter_cache>/<scenario>/v<N>` (verified, and only if not pulled before),
+and runs the per-pair chain — `pmg.method.personalize.personalize`, the same
+function `pmg personalize` calls — once per pair with its scenario's adapter,
+concurrently, each pair a `gpu`-tagged task cached on its inputs and the
+adapter version. Scenarios without adapters (the paper trains none for
+emoji) run on keywords only.
 """
 
 from __future__ import annotations
@@ -49,34 +53,51 @@ def batch_flow(
     ref: str = "production",
     adapter_cache: str = "data/adapters",
 ) -> list[dict[str, Any]]:
-    """Personalise each (scenario, user, target) pair with the adapter `ref` points at.
+    """Personalise each (scenario, user, target) pair with its scenario's adapter `ref` points at.
 
     Args:
         pairs: `[{"scenario": "clothing", "user": "u1", "target": "i9"}, ...]`.
         params_path, overrides: as `pipeline_flow`.
-        ref: registry version (`3`, `v3`) or alias (`production`, `staging`).
-        adapter_cache: pulled versions live in `<adapter_cache>/v<N>`.
+        ref: registry version (`3`, `v3`) or alias (`production`, `staging`),
+            resolved in each scenario's own versions and aliases.
+        adapter_cache: pulled versions live in `<adapter_cache>/<scenario>/v<N>`.
 
     Returns:
-        One record per pair: the pair, the adapter version, and what
-        `personalize` returned.
+        One record per pair: the pair, its scenario's adapter version (None
+        for a scenario without adapters), and what `personalize` returned.
+
+    Raises:
+        RegistryError: a scenario with adapters has no version at `ref`.
     """
     params = load_params(params_path, overrides)
     chain = personalize_function()  # fails here, before any pull, if it is missing
     todo = normalise_pairs(pairs)
-    choose_scenarios(params, sorted({scenario for scenario, _, _ in todo}))
-    adapter = pull_adapter(params.registry, ref, adapter_cache)
-    get_run_logger().info(
-        "%d pairs with %s = version %s (%s)", len(todo), ref, adapter["version"], chain.__module__
-    )
+    scenarios = choose_scenarios(params, sorted({scenario for scenario, _, _ in todo}))
+    # One pull per scenario, all before any pair runs: a missing adapter fails the batch up front.
+    adapters: dict[str, dict[str, Any]] = {
+        s: pull_adapter(params.registry, s, ref, adapter_cache)
+        if s in params.train_soft.scenarios
+        else {"scenario": s, "version": None, "adapter_dir": None}
+        for s in scenarios
+    }
+    log = get_run_logger()
+    for s, adapter in adapters.items():
+        used = f"{ref} = version {adapter['version']}" if adapter["version"] else "no adapter (keywords only)"
+        log.info("%s: %d pairs with %s (%s)", s, sum(p[0] == s for p in todo), used, chain.__module__)
     futures = {
         index: personalize_pair.with_options(task_run_name=f"{s}/{u}->{t}", **retry_options()).submit(
-            params, s, u, t, adapter["adapter_dir"]
+            params, s, u, t, adapters[s]["adapter_dir"]
         )
         for index, (s, u, t) in enumerate(todo)
     }
     done = wait_all(futures)
     return [
-        {"scenario": s, "user": u, "target": t, "adapter_version": adapter["version"], "result": done[index]}
+        {
+            "scenario": s,
+            "user": u,
+            "target": t,
+            "adapter_version": adapters[s]["version"],
+            "result": done[index],
+        }
         for index, (s, u, t) in enumerate(todo)
     ]

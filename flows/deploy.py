@@ -167,14 +167,16 @@ def deployments(cron: str, timezone: str, scenario: str) -> list[dict[str, Any]]
             "name": "register",
             "queue": "default",
             "parameters": {},
-            "description": "Register an adapter folder + metrics; promote if the gates pass.",
+            "description": "Register an adapter folder + metrics for a scenario; promote if its gates pass.",
         },
         {
             "entrypoint": "flows/batch.py:batch_flow",
             "name": "batch",
             "queue": "gpu",
             "parameters": {},
-            "description": "Personalise (scenario, user, target) pairs with the production adapter.",
+            "description": (
+                "Personalise (scenario, user, target) pairs with each scenario's production adapter."
+            ),
         },
     ]
 

@@ -3,9 +3,10 @@
 `retrain_flow` runs the pipeline's stages from `prepare` to `evaluate` for one
 scenario (cached stages whose inputs did not change are skipped; the LLM
 keyword cache inside the stages makes only new users cost LLM calls), then
-`register_flow` pushes the trained adapter folder to the S3 registry as the
-next immutable version with the evaluation metrics and the params, and moves
-the alias (`production`) only if the metric gates of `registry.gates` pass.
+`register_flow` pushes the trained adapter folder to the scenario's part of
+the S3 registry as its next immutable version with the evaluation metrics and
+the params, and moves the scenario's alias (`production`) only if the metric
+gates of `registry.gates` pass against that scenario's production.
 
 `register_flow` is a flow of its own so it can run (and be tested, and be
 re-run after a registry outage) on an adapter folder and metrics alone.
@@ -32,18 +33,22 @@ RETRAIN_STAGES = ("prepare", "describe", "keywords", "train_soft", "generate", "
 def register_flow(
     adapter_dir: str,
     metrics: dict[str, Any],
+    scenario: str,
     params_path: str = "params.yaml",
     overrides: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     reason: str = "scheduled retraining",
     alias: str = "production",
 ) -> dict[str, Any]:
-    """Register an adapter folder as the next version; promote it if the gates pass.
+    """Register an adapter folder as the scenario's next version; promote it if the gates pass.
 
     Args:
         adapter_dir: the trained adapter (safetensors + JSON config).
         metrics: its evaluation metrics (nested mappings are flattened with
             dots; the gates name e.g. `lpips_history`).
+        scenario: the scenario the adapter is for: its versions, its alias
+            and its production are the ones used (an adapter whose config
+            names another scenario is refused).
         params_path: `params.yaml` (its `registry` section says where).
         overrides: dotted overrides of `params_path`.
         params: an already-read parameter dump (from `retrain_flow`); wins
@@ -52,7 +57,7 @@ def register_flow(
         alias: the alias to move (`production` is gated by default).
 
     Returns:
-        `{"version", "promoted", "alias", "gates", "gate_report"}`.
+        `{"scenario", "version", "promoted", "alias", "gates", "gate_report"}`.
     """
     parsed = (
         parse_params(params, "register_flow(params=...)")
@@ -60,7 +65,7 @@ def register_flow(
         else load_params(params_path, overrides)
     )
     outcome = register_version(
-        parsed.registry, adapter_dir, metrics, parsed.model_dump(mode="json"), reason, alias
+        parsed.registry, scenario, adapter_dir, metrics, parsed.model_dump(mode="json"), reason, alias
     )
     verdict = (
         f"promoted to **{alias}**" if outcome["promoted"] else f"**not** promoted to {alias} (a gate failed)"
@@ -68,7 +73,7 @@ def register_flow(
     create_markdown_artifact(
         key="pmg-registry",
         markdown=(
-            f"# Adapter version {outcome['version']}\n\n{verdict}; reason: {reason}\n\n"
+            f"# {scenario} adapter version {outcome['version']}\n\n{verdict}; reason: {reason}\n\n"
             f"```\n{outcome['gate_report']}\n```\n"
         ),
         description="The version this run registered and the metric gates that decided its promotion.",
@@ -77,11 +82,14 @@ def register_flow(
         create_table_artifact(
             key="pmg-gates",
             table=list(outcome["gates"]["results"]),
-            description=f"Metric gates of version {outcome['version']} against production.",
+            description=f"Metric gates of {scenario} version {outcome['version']} against its production.",
         )
     if not outcome["promoted"]:
         get_run_logger().warning(
-            "version %s registered but not promoted: %s", outcome["version"], outcome["gate_report"]
+            "%s version %s registered but not promoted: %s",
+            scenario,
+            outcome["version"],
+            outcome["gate_report"],
         )
     return outcome
 
@@ -99,10 +107,11 @@ def retrain_flow(
     """prepare -> describe -> keywords -> train_soft -> generate -> select -> evaluate -> register/promote.
 
     Args:
-        scenario: the scenario whose adapter is retrained.
+        scenario: the scenario whose adapter is retrained and registered
+            (as that scenario's next version, gated against its production).
         params_path, overrides: as `pipeline_flow`.
         reason: recorded with the promotion.
-        alias: the alias to move when the gates pass.
+        alias: the scenario's alias to move when the gates pass.
         adapter_dir: the adapter folder to register; None takes the
             `adapter_dir` that `train_soft` reports in its metrics.
         gpu_deployment: as `pipeline_flow`: send GPU stages to the `gpu` queue.
@@ -123,6 +132,7 @@ def retrain_flow(
     outcome = register_flow(
         adapter_dir=str(adapter),
         metrics=results["evaluate"][name],
+        scenario=name,
         params=params.model_dump(mode="json"),
         reason=f"{reason} ({name})",
         alias=alias,

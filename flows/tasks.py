@@ -12,8 +12,9 @@ A task here is a few lines calling `pmg` code (STYLE.md convention 5):
 - `dispatch_gpu_stage` runs a GPU stage as a flow run of the `gpu_stage`
   deployment (on the `gpu` work queue) and waits for it: how GPU work reaches
   GPU workers in Prefect 3, which routes flow runs, not task runs, to queues.
-- `register_version`, `pull_adapter` talk to the S3 registry (no cache: the
-  registry is state, not a function of the inputs).
+- `register_version`, `pull_adapter` talk to one scenario's versions and
+  aliases in the S3 registry (no cache: the registry is state, not a
+  function of the inputs).
 - `personalize_pair` runs the per-pair chain for the batch flow.
 
 Retries: every task retries `RETRIES` times with the backoff `RETRY_DELAYS`,
@@ -497,32 +498,35 @@ def dispatch_gpu_stage(
 
 @task(
     name="register-version",
-    task_run_name="register-version[{alias}]",
+    task_run_name="register-version[{scenario}/{alias}]",
     cache_policy=NO_CACHE,
     persist_result=False,
     **retry_options(),
 )
 def register_version(
     cfg: RegistryConfig,
+    scenario: str,
     adapter_dir: str,
     metrics: dict[str, Any],
     params: dict[str, Any],
     reason: str,
     alias: str,
 ) -> dict[str, Any]:
-    """Push the adapter as the next version; move `alias` if the metric gates pass."""
+    """Push the adapter as `scenario`'s next version; move its `alias` if the metric gates pass."""
     from pmg.registry import register_and_maybe_promote
 
     version, promoted, report = register_and_maybe_promote(
-        cfg, adapter_dir, metrics, params, reason, alias=alias
+        cfg, adapter_dir, metrics, params, reason, scenario=scenario, alias=alias
     )
     get_run_logger().info(
-        "version %s %s; gates:\n%s",
+        "%s version %s %s; gates:\n%s",
+        scenario,
         version,
         f"promoted to {alias}" if promoted else f"NOT promoted to {alias}",
         report.describe(),
     )
     return {
+        "scenario": scenario,
         "version": version,
         "promoted": promoted,
         "alias": alias,
@@ -533,28 +537,32 @@ def register_version(
 
 @task(
     name="pull-adapter",
-    task_run_name="pull-adapter[{ref}]",
+    task_run_name="pull-adapter[{scenario}/{ref}]",
     cache_policy=NO_CACHE,
     persist_result=False,
     **retry_options(),
 )
-def pull_adapter(cfg: RegistryConfig, ref: str, cache_dir: str) -> dict[str, Any]:
-    """The adapter `ref` (version or alias) points at, pulled once into `cache_dir/v<N>`.
+def pull_adapter(cfg: RegistryConfig, scenario: str, ref: str, cache_dir: str) -> dict[str, Any]:
+    """`scenario`'s adapter that `ref` (version or alias) points at, pulled once.
 
-    A pull lands in a temporary folder and is renamed only once every
-    checksum verified, so an existing `v<N>` folder is complete.
+    Version numbers are per scenario, so the cache folder is
+    `cache_dir/<scenario>/v<N>`. A pull lands in a temporary folder and is
+    renamed only once every checksum verified, so an existing folder is
+    complete.
     """
     from pmg.registry import Registry
 
-    registry = Registry(cfg)
+    registry = Registry(cfg, scenario=scenario)
     version = registry.resolve(ref)
-    dest = Path(cache_dir) / f"v{version}"
+    dest = Path(cache_dir) / scenario / f"v{version}"
     if dest.is_dir() and any(dest.iterdir()):
-        get_run_logger().info("%s -> version %s, already pulled at %s", ref, version, dest)
+        get_run_logger().info("%s %s -> version %s, already pulled at %s", scenario, ref, version, dest)
     else:
         registry.pull(version, dest)
-        get_run_logger().info("%s -> version %s, pulled into %s (sha256 verified)", ref, version, dest)
-    return {"version": version, "adapter_dir": str(dest)}
+        get_run_logger().info(
+            "%s %s -> version %s, pulled into %s (sha256 verified)", scenario, ref, version, dest
+        )
+    return {"scenario": scenario, "version": version, "adapter_dir": str(dest)}
 
 
 def personalize_function() -> Callable[..., Any]:
@@ -575,10 +583,13 @@ def personalize_function() -> Callable[..., Any]:
 @task(
     name="personalize", cache_policy=SOURCE_AND_INPUTS, persist_result=True, tags={GPU_TAG}, **retry_options()
 )
-def personalize_pair(params: Params, scenario: str, user: str, target: str, adapter_dir: str) -> Any:
+def personalize_pair(
+    params: Params, scenario: str, user: str, target: str, adapter_dir: str | None
+) -> Any:
     """One (scenario, user, target): the personalised image and its record.
 
-    Cached on the inputs, the adapter folder's name included (`v<N>`), so a
-    newly promoted adapter recomputes every pair.
+    Cached on the inputs, the adapter folder included (`<scenario>/v<N>`), so
+    a newly promoted adapter recomputes its scenario's pairs. `adapter_dir`
+    None: the scenario has no adapter (keywords only).
     """
     return personalize_function()(params, scenario, user, target, adapter_dir=adapter_dir)

@@ -1,12 +1,15 @@
-"""S3 model registry of trained adapters: immutable versions, gated aliases.
+"""S3 model registry of trained adapters: immutable versions, gated aliases, per scenario.
 
-`Registry(cfg)` pushes an adapter folder as the next numbered version (files
-and sha256 checksums, metrics, params, git revision, `dvc.lock` hash), lists
-and pulls committed versions (verified), and moves the `staging` and
-`production` aliases: a promotion passes the metric gates of
-`params.yaml: registry.gates` against the current production, a rollback
-restores the alias's previous target. See `pmg.registry.registry` for the
-layout and why racing or interrupted pushes are safe.
+`Registry(cfg, scenario="clothing")` pushes an adapter folder as the
+scenario's next numbered version (files and sha256 checksums, metrics, params,
+git revision, `dvc.lock` hash), lists and pulls committed versions (verified),
+and moves the scenario's `staging` and `production` aliases: a promotion
+passes the metric gates of `params.yaml: registry.gates` against the
+scenario's current production, a rollback restores the alias's previous
+target. Each scenario has its own versions and aliases under
+`<prefix>/<scenario>/`; `init_registry(cfg)` prepares the bucket for all of
+them. See `pmg.registry.registry` for the layout and why racing or
+interrupted pushes are safe.
 """
 
 from pmg.registry.gates import GateReport, GateResult, evaluate_gates
@@ -17,6 +20,9 @@ from pmg.registry.registry import (
     PromotionRefused,
     Registry,
     VersionInfo,
+    adapter_scenario,
+    check_scenario,
+    init_registry,
     register_and_maybe_promote,
 )
 from pmg.registry.s3 import make_client
@@ -30,7 +36,10 @@ __all__ = [
     "PromotionRefused",
     "Registry",
     "VersionInfo",
+    "adapter_scenario",
+    "check_scenario",
     "evaluate_gates",
+    "init_registry",
     "load_metrics",
     "make_client",
     "register_and_maybe_promote",

@@ -1,9 +1,10 @@
 """What a registry version is: its files, their checksums and its provenance.
 
 A version's `manifest.json` is written last, as the commit marker of a push.
-It lists every adapter file with its sha256 and size, the metrics that
-justified the version (a flat `name -> float` dict), the params that made it,
-the git revision, the sha256 of `dvc.lock`, and who pushed it when.
+It names the scenario the adapter is for, lists every adapter file with its
+sha256 and size, the metrics that justified the version (a flat `name ->
+float` dict), the params that made it, the git revision, the sha256 of
+`dvc.lock`, and who pushed it when.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ class Manifest(_Frozen):
     """The committed description of one immutable version.
 
     Attributes:
-        version: the version number (1, 2, 3, ...).
+        version: the version number (1, 2, 3, ...), counted per scenario.
+        scenario: the scenario the adapter is for (the registry keeps one
+            set of versions and aliases per scenario).
         files: relative POSIX path -> checksum and size, for every file.
         metrics: flat metric name -> value the version was measured at.
         params: the parameters (params.yaml sections) that made it.
@@ -79,6 +82,7 @@ class Manifest(_Frozen):
 
     format: Literal[1] = MANIFEST_FORMAT
     version: int = Field(ge=1)
+    scenario: str
     files: dict[str, FileEntry]
     metrics: dict[str, float]
     params: dict[str, Any]

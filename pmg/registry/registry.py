@@ -1,17 +1,24 @@
 """The adapter registry: immutable numbered versions and gated aliases on S3.
 
-Layout under `s3://<bucket>/<prefix>/`::
+Adapters are per scenario (a clothing adapter must never become the movies
+`production`), so a `Registry` is scoped to one scenario and everything it
+does lives under `s3://<bucket>/<prefix>/<scenario>/`::
 
     versions/<n>/claim.json      written first, If-None-Match: * (claims n)
     versions/<n>/files/<path>    the adapter's files, each If-None-Match: *
     versions/<n>/manifest.json   written last, If-None-Match: * (commits n)
     aliases/<name>.json          {alias, version, history: [...]}, If-Match
 
+Version numbers, aliases, their histories, gates (against that scenario's
+`production`) and rollbacks are therefore all per scenario. Only
+`init_registry` (bucket creation, the conditional-write check) is about the
+bucket as a whole and takes no scenario.
+
 Why it is safe without locks:
 
 - *Racing pushes.* A push picks the next free number and claims it with a
   conditional create of `claim.json`; S3 (and SeaweedFS, checked by
-  `Registry.init` and the tests) lets exactly one writer create a key, the
+  `init_registry` and the tests) lets exactly one writer create a key, the
   others get HTTP 412 and try the next number. So two pushes never share a
   number and both complete.
 - *Interrupted pushes.* A version is visible (`list`, `pull`, `promote`) only
@@ -51,6 +58,7 @@ ALIASES = ("staging", "production")
 _MAX_CLAIM_TRIES = 100
 _MAX_ALIAS_TRIES = 8
 _VERSION_REF = re.compile(r"^v?(\d+)$")
+_SCENARIO_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class PromotionRefused(RegistryError):
@@ -114,6 +122,42 @@ def _check_alias(name: str) -> str:
     return name
 
 
+def check_scenario(scenario: object) -> str:
+    """`scenario` if it is a usable key segment (`[A-Za-z0-9_-]+`), else RegistryError.
+
+    The name becomes a folder of the S3 key, so a slash, a dot segment or an
+    empty name could reach into another scenario's versions.
+    """
+    # fullmatch: `$` would let a trailing newline through.
+    if not isinstance(scenario, str) or not _SCENARIO_NAME.fullmatch(scenario):
+        raise RegistryError(
+            f"invalid registry scenario {scenario!r}: a scenario name is non-empty and made of "
+            "letters, digits, '_' and '-' (e.g. clothing, movies, emoji)"
+        )
+    return scenario
+
+
+def adapter_scenario(adapter_dir: str | Path) -> str | None:
+    """The `scenario` recorded in the folder's `adapter_config.json`, if any.
+
+    Raises:
+        RegistryError: the config exists but is not a JSON object.
+    """
+    config = Path(adapter_dir) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    try:
+        doc = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RegistryError(
+            f"{config}: not valid JSON ({err}); cannot check which scenario it is for"
+        ) from None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{config}: must be a JSON object; cannot check which scenario it is for")
+    found = doc.get("scenario")
+    return None if found is None else str(found)
+
+
 def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
     """The alias's targets as a stack: promotions push, rollbacks pop."""
     stack: list[int] = []
@@ -126,19 +170,68 @@ def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
     return stack
 
 
+def _prefix_root(cfg: RegistryConfig) -> str:
+    return f"{cfg.prefix}/" if cfg.prefix else ""
+
+
+def init_registry(cfg: RegistryConfig, client: Any | None = None) -> dict[str, Any]:
+    """Create the bucket if missing and check the server's conditional writes.
+
+    This concerns the bucket, not one scenario, so it is a function and not
+    a `Registry` method. The check creates a probe key under
+    `<prefix>/_probe/` twice with `If-None-Match: *`; a server that lets the
+    second write through would let two racing pushes take the same version
+    number, so it is refused here, before any push.
+
+    Args:
+        cfg: the `registry` section of params.yaml.
+        client: a boto3 S3 client to use instead of building one.
+
+    Returns:
+        `{"bucket_created": bool, "conditional_writes": True, "bucket": name,
+        "endpoint": url}`.
+    """
+    bucket = Bucket(cfg, client)
+    created = bucket.create()
+    probe = f"{_prefix_root(cfg)}_probe/{uuid.uuid4().hex}"
+    what = "checking conditional writes (If-None-Match)"
+    first = bucket.put_new(probe, b"1", what)
+    second = bucket.put_new(probe, b"2", what)
+    bucket.delete(probe, "removing the conditional-write probe")
+    if not (first and not second):
+        raise RegistryError(
+            f"{bucket.endpoint} ignores If-None-Match on PutObject (bucket {bucket.name!r}): "
+            "racing pushes could take the same version number; use a server that honours "
+            "conditional writes (AWS S3, SeaweedFS, MinIO)"
+        )
+    return {
+        "bucket_created": created,
+        "conditional_writes": True,
+        "bucket": bucket.name,
+        "endpoint": bucket.endpoint,
+    }
+
+
 class Registry:
-    """Versions and aliases of trained adapters in one S3 bucket + prefix.
+    """Versions and aliases of one scenario's adapters in one S3 bucket + prefix.
 
     Args:
         cfg: the `registry` section of params.yaml.
         client: a boto3 S3 client to use instead of building one from `cfg`
             and the standard AWS credential chain (tests pass one).
+        scenario: the scenario whose adapters this registry holds (required;
+            `[A-Za-z0-9_-]+`). Everything lives under `<prefix>/<scenario>/`,
+            so two scenarios never share a version number or an alias.
+
+    Raises:
+        RegistryError: an invalid scenario name.
     """
 
-    def __init__(self, cfg: RegistryConfig, client: Any | None = None) -> None:
+    def __init__(self, cfg: RegistryConfig, client: Any | None = None, *, scenario: str) -> None:
+        self.scenario = check_scenario(scenario)
         self.cfg = cfg
         self.bucket = Bucket(cfg, client)
-        self.root = f"{cfg.prefix}/" if cfg.prefix else ""
+        self.root = f"{_prefix_root(cfg)}{scenario}/"
 
     # ------------------------------------------------------------- keys
 
@@ -159,32 +252,6 @@ class Registry:
 
     def url(self, key: str = "") -> str:
         return f"s3://{self.bucket.name}/{key or self.root}"
-
-    # ------------------------------------------------------------- init
-
-    def init(self) -> dict[str, Any]:
-        """Create the bucket if missing and check the server's conditional writes.
-
-        The check creates a probe key twice with `If-None-Match: *`; a server
-        that lets the second write through would let two racing pushes take
-        the same version number, so it is refused here, before any push.
-
-        Returns:
-            `{"bucket_created": bool, "conditional_writes": True}`.
-        """
-        created = self.bucket.create()
-        probe = f"{self.root}_probe/{uuid.uuid4().hex}"
-        what = "checking conditional writes (If-None-Match)"
-        first = self.bucket.put_new(probe, b"1", what)
-        second = self.bucket.put_new(probe, b"2", what)
-        self.bucket.delete(probe, "removing the conditional-write probe")
-        if not (first and not second):
-            raise RegistryError(
-                f"{self.bucket.endpoint} ignores If-None-Match on PutObject (bucket {self.bucket.name!r}): "
-                "racing pushes could take the same version number; use a server that honours "
-                "conditional writes (AWS S3, SeaweedFS, MinIO)"
-            )
-        return {"bucket_created": created, "conditional_writes": True}
 
     # ------------------------------------------------------------- push
 
@@ -240,10 +307,12 @@ class Registry:
         dvc_lock: str | Path | None = "dvc.lock",
         created_by: str | None = None,
     ) -> Manifest:
-        """Upload an adapter folder as the next immutable version.
+        """Upload an adapter folder as the next immutable version of this scenario.
 
         Files go first, the manifest last: the version exists for readers only
-        once the manifest does.
+        once the manifest does. An adapter whose `adapter_config.json` names
+        another scenario is refused: pushing it here would let it become this
+        scenario's `production`.
 
         Args:
             adapter_dir: the adapter folder (safetensors files + JSON config).
@@ -260,10 +329,17 @@ class Registry:
             The committed manifest (its `version` is the number taken).
 
         Raises:
-            RegistryError: bad inputs, a missing bucket, any S3 failure.
+            RegistryError: bad inputs (an adapter of another scenario
+                included), a missing bucket, any S3 failure.
         """
         # Everything local is checked before the first request.
         files = mf.adapter_files(adapter_dir)
+        recorded = adapter_scenario(adapter_dir)
+        if recorded is not None and recorded != self.scenario:
+            raise RegistryError(
+                f"{Path(adapter_dir) / 'adapter_config.json'} is an adapter of scenario {recorded!r}, "
+                f"not {self.scenario!r}: push it with scenario {recorded!r} (--scenario {recorded})"
+            )
         flat_metrics = mf.normalise_metrics(metrics)
         safe_params = mf.normalise_params(params)
         if version is not None and version < 1:
@@ -290,6 +366,7 @@ class Registry:
                 raise RegistryError(f"{self.url(key)} already exists: version {number} was claimed twice")
         manifest = Manifest(
             version=number,
+            scenario=self.scenario,
             files=entries,
             metrics=flat_metrics,
             params=safe_params,
@@ -311,7 +388,8 @@ class Registry:
             manifest = Manifest.from_json(data)
         except ValueError:
             return None
-        return manifest if manifest.version == version else None
+        # A manifest is only this scenario's version `version` if it says so.
+        return manifest if (manifest.version, manifest.scenario) == (version, self.scenario) else None
 
     def manifest(self, version: int) -> Manifest:
         """The committed manifest of `version`.
@@ -452,7 +530,7 @@ class Registry:
         return self._read_alias(_check_alias(alias)).history
 
     def check_gates(self, version: int) -> GateReport:
-        """The gate report of `version` against the current production."""
+        """The gate report of `version` against this scenario's current production."""
         candidate = self.manifest(version)
         production = self._read_alias("production").version
         baseline = self.manifest(production).metrics if production is not None else None
@@ -469,8 +547,8 @@ class Registry:
     ) -> AliasMove:
         """Point `to` at `version` if the version passes the metric gates.
 
-        Gates compare the candidate with the current `production` version and
-        are enforced for the aliases in `cfg.gated_aliases`. `force` moves
+        Gates compare the candidate with this scenario's current `production`
+        version and are enforced for the aliases in `cfg.gated_aliases`. `force` moves
         the alias anyway and is recorded as forced in the alias history.
 
         Raises:
@@ -492,7 +570,7 @@ class Registry:
                     else "the configured thresholds"
                 )
                 raise PromotionRefused(
-                    f"promotion of version {version} to {to} refused: {len(failed)} of "
+                    f"promotion of {self.scenario} version {version} to {to} refused: {len(failed)} of "
                     f"{len(report.results)} gates failed against {baseline}:\n"
                     f"{report.describe(only_failed=True)}\n"
                     "(--force overrides; it is recorded in the alias history)",
@@ -530,7 +608,7 @@ class Registry:
             stack = _undo_stack(current.history)
             if len(stack) < 2:
                 raise RegistryError(
-                    f"alias {alias!r} has no previous version to roll back to "
+                    f"alias {alias!r} of scenario {self.scenario!r} has no previous version to roll back to "
                     f"(now: {current.version if current.version is not None else 'none'})"
                 )
             target = stack[-2]
@@ -557,19 +635,21 @@ def register_and_maybe_promote(
     params: Mapping[str, Any],
     reason: str,
     *,
+    scenario: str,
     client: Any | None = None,
     alias: str = "production",
     create_bucket: bool = False,
 ) -> tuple[int, bool, GateReport]:
-    """Push an adapter as a new version and promote it if the gates pass.
+    """Push an adapter as a new version of `scenario` and promote it if the gates pass.
 
-    What the retraining flow calls after evaluation.
+    What the retraining flow calls after evaluation. The version number and
+    the gates (against the current production) are those of `scenario`.
 
     Returns:
         `(version, promoted, gate_report)`; `promoted` is False when a gate
         failed (the version stays registered, the alias does not move).
     """
-    registry = Registry(cfg, client)
+    registry = Registry(cfg, client, scenario=scenario)
     manifest = registry.push(adapter_dir, metrics, params, create_bucket=create_bucket)
     try:
         move = registry.promote(manifest.version, to=alias, reason=reason)

@@ -42,17 +42,24 @@ def test_register_flow_registers_and_promotes_by_the_gates(
     first = register_flow(
         adapter_dir=str(make_adapter(1)),
         metrics=good,
+        scenario="clothing",
         params_path=PARAMS,
         overrides=overrides,
         reason="nightly",
     )
-    assert (first["version"], first["promoted"], first["gates"]["passed"]) == (1, True, True)
+    assert (first["scenario"], first["version"], first["promoted"], first["gates"]["passed"]) == (
+        "clothing",
+        1,
+        True,
+        True,
+    )
 
     # Worse personalisation than production by more than the tolerance: registered, not promoted.
     worse = {"lpips_history": 0.45, "lpips_target": 0.30}
     second = register_flow(
         adapter_dir=str(make_adapter(2)),
         metrics=worse,
+        scenario="clothing",
         params_path=PARAMS,
         overrides=overrides,
         reason="nightly",
@@ -60,7 +67,7 @@ def test_register_flow_registers_and_promotes_by_the_gates(
     assert (second["version"], second["promoted"]) == (2, False)
     assert "FAIL lpips_history" in second["gate_report"]
 
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     assert registry.resolve("production") == 1
     assert [info.version for info in registry.versions()] == [1, 2]
     manifest = registry.manifest(2)
@@ -74,6 +81,39 @@ def test_register_flow_registers_and_promotes_by_the_gates(
         "lpips_history",
         "lpips_target",
     }
+
+    # The same worse metrics are movies' first version, promoted: gated against movies' production.
+    movies = register_flow(
+        adapter_dir=str(make_adapter(3)),
+        metrics=worse,
+        scenario="movies",
+        params_path=PARAMS,
+        overrides=overrides,
+        reason="nightly",
+    )
+    assert (movies["scenario"], movies["version"], movies["promoted"]) == ("movies", 1, True)
+    assert Registry(registry_cfg, scenario="movies").resolve("production") == 1
+    assert registry.resolve("production") == 1 and [i.version for i in registry.versions()] == [1, 2]
+
+
+def test_register_flow_refuses_an_adapter_of_another_scenario(
+    registry_cfg: RegistryConfig, make_adapter: Any, in_tmp: Path, task_runs: Any
+) -> None:
+    folder = make_adapter(4)
+    config = folder / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "scenario": "movies"}))
+    state = register_flow(
+        adapter_dir=str(folder),
+        metrics={"lpips_history": 0.1, "lpips_target": 0.1},
+        scenario="clothing",
+        params_path=PARAMS,
+        overrides=_registry_overrides(registry_cfg),
+        return_state=True,
+    )
+    assert state.is_failed() and "is an adapter of scenario 'movies', not 'clothing'" in state.message
+    (run,) = task_runs(state.state_details.flow_run_id)
+    assert run.name == "register-version[clothing/production]" and run.run_count == 1  # not retried
+    assert Registry(registry_cfg, scenario="clothing").versions() == []
 
 
 def test_registry_outage_is_retried_then_fails_with_the_endpoint(
@@ -102,6 +142,7 @@ def test_registry_outage_is_retried_then_fails_with_the_endpoint(
     state = register_flow(
         adapter_dir=str(make_adapter(3)),
         metrics={"lpips_history": 0.1},
+        scenario="clothing",
         params_path=PARAMS,
         overrides=dead,
         return_state=True,
@@ -116,16 +157,8 @@ def fake_personalize(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """A stand-in `pmg.method.personalize` recording its calls (until the real one exists)."""
     calls: list[tuple] = []
 
-    def personalize(params: Any, scenario: str, user: str, target: str, *, adapter_dir: str) -> dict:
-        calls.append(
-            (
-                scenario,
-                user,
-                target,
-                Path(adapter_dir).name,
-                sorted(p.name for p in Path(adapter_dir).iterdir()),
-            )
-        )
+    def personalize(params: Any, scenario: str, user: str, target: str, *, adapter_dir: str | None) -> dict:
+        calls.append((scenario, user, target, adapter_dir and Path(adapter_dir)))
         return {"image": f"out/{scenario}/{user}-{target}.png"}
 
     module = types.ModuleType("pmg.method.personalize")
@@ -135,31 +168,77 @@ def fake_personalize(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return calls
 
 
-def test_batch_uses_the_production_adapter(
+def test_batch_uses_each_scenarios_production_adapter(
     registry_cfg: RegistryConfig, make_adapter: Any, in_tmp: Path, fake_personalize: list, task_runs: Any
 ) -> None:
-    registry = Registry(registry_cfg)
-    registry.push(make_adapter(5), {"lpips_history": 0.3, "lpips_target": 0.3}, {}, git_revision="x")
-    registry.promote(1, to="production", reason="first")
-    pairs = [{"scenario": "emoji", "user": "u1", "target": "e9"}, ["clothing", "u2", "i4"]]
+    metrics = {"lpips_history": 0.3, "lpips_target": 0.3}
+    clothing = Registry(registry_cfg, scenario="clothing")
+    for seed in (5, 6):
+        clothing.push(make_adapter(seed), metrics, {}, git_revision="x")
+    clothing.promote(2, to="production", reason="second")
+    movies = Registry(registry_cfg, scenario="movies")
+    movies.push(make_adapter(7), metrics, {}, git_revision="x")
+    movies.promote(1, to="production", reason="first")
+
+    pairs = [
+        {"scenario": "emoji", "user": "u1", "target": "e9"},
+        ["clothing", "u2", "i4"],
+        ["movies", "u3", "m1"],
+        ["clothing", "u4", "i5"],
+    ]
     state = batch_flow(
         pairs=pairs,
         params_path=PARAMS,
-        overrides=_registry_overrides(registry_cfg),
+        overrides={**_registry_overrides(registry_cfg), "train_soft.scenarios": ["clothing", "movies"]},
         adapter_cache=str(in_tmp / "adapters"),
         return_state=True,
     )
     assert state.is_completed(), state.message
     out = state.result()
+    # Emoji has no adapters (train_soft.scenarios): keywords only, nothing pulled.
     assert [(r["scenario"], r["user"], r["adapter_version"]) for r in out] == [
-        ("emoji", "u1", 1),
-        ("clothing", "u2", 1),
+        ("emoji", "u1", None),
+        ("clothing", "u2", 2),
+        ("movies", "u3", 1),
+        ("clothing", "u4", 2),
     ]
     assert out[0]["result"] == {"image": "out/emoji/u1-e9.png"}
-    assert sorted(c[:4] for c in fake_personalize) == [
-        ("clothing", "u2", "i4", "v1"),
-        ("emoji", "u1", "e9", "v1"),
-    ]
-    assert fake_personalize[0][4] == ["adapter.safetensors", "adapter_config.json", "projection"]
+    cache = in_tmp / "adapters"
+    used = {call[:3]: call[3] for call in fake_personalize}
+    assert used == {
+        ("emoji", "u1", "e9"): None,
+        ("clothing", "u2", "i4"): cache / "clothing" / "v2",
+        ("movies", "u3", "m1"): cache / "movies" / "v1",
+        ("clothing", "u4", "i5"): cache / "clothing" / "v2",
+    }
+    # Each scenario got its own production's files, not the other's.
+    for folder, seed in ((cache / "clothing" / "v2", 6), (cache / "movies" / "v1", 7)):
+        assert (folder / "adapter.safetensors").read_bytes() == (
+            make_adapter(seed) / "adapter.safetensors"
+        ).read_bytes()
+    assert sorted(p.relative_to(cache).as_posix() for p in cache.glob("*/*")) == ["clothing/v2", "movies/v1"]
     runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
-    assert GPU_TAG in runs["emoji/u1->e9"].tags and GPU_TAG not in runs["pull-adapter[production]"].tags
+    assert {name for name in runs if name.startswith("pull-adapter")} == {
+        "pull-adapter[clothing/production]",
+        "pull-adapter[movies/production]",
+    }
+    assert GPU_TAG in runs["emoji/u1->e9"].tags
+    assert GPU_TAG not in runs["pull-adapter[movies/production]"].tags
+
+
+def test_batch_fails_before_any_pair_when_a_scenario_has_no_production(
+    registry_cfg: RegistryConfig, make_adapter: Any, in_tmp: Path, fake_personalize: list
+) -> None:
+    clothing = Registry(registry_cfg, scenario="clothing")
+    clothing.push(make_adapter(5), {"lpips_history": 0.3, "lpips_target": 0.3}, {}, git_revision="x")
+    clothing.promote(1, to="production", reason="first")
+    state = batch_flow(
+        pairs=[["clothing", "u2", "i4"], ["movies", "u3", "m1"]],
+        params_path=PARAMS,
+        overrides=_registry_overrides(registry_cfg),
+        adapter_cache=str(in_tmp / "adapters"),
+        return_state=True,
+    )
+    assert state.is_failed() and "'production' points at no version yet" in state.message
+    assert "/movies/" in state.message
+    assert fake_personalize == []

@@ -45,6 +45,7 @@ def test_unsafe_names_are_refused(name: str) -> None:
 def test_manifest_with_unsafe_or_no_files_is_not_complete() -> None:
     good = {
         "version": 1,
+        "scenario": "clothing",
         "files": {"a.safetensors": {"sha256": "0" * 64, "size": 3}},
         "metrics": {},
         "params": {},
@@ -58,8 +59,9 @@ def test_manifest_with_unsafe_or_no_files_is_not_complete() -> None:
     for files in ({}, {"../a": {"sha256": "0" * 64, "size": 3}}, {"a": {"sha256": "xyz", "size": 3}}):
         with pytest.raises(ValueError):
             Manifest.from_json(json.dumps({**good, "files": files}).encode())
-    with pytest.raises(ValueError):
-        Manifest.from_json(json.dumps({k: v for k, v in good.items() if k != "claim_token"}).encode())
+    for required in ("claim_token", "scenario"):
+        with pytest.raises(ValueError):
+            Manifest.from_json(json.dumps({k: v for k, v in good.items() if k != required}).encode())
 
 
 def test_adapter_folder_and_provenance(tmp_path: Path) -> None:

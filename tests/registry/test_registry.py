@@ -13,7 +13,7 @@ from botocore.exceptions import EndpointConnectionError
 
 from pmg.config import MetricGate, RegistryConfig
 from pmg.errors import RegistryError
-from pmg.registry import PromotionRefused, Registry, register_and_maybe_promote
+from pmg.registry import PromotionRefused, Registry, init_registry, register_and_maybe_promote
 from pmg.registry.manifest import sha256_file
 
 GOOD = {"lpips_history": 0.40, "lpips_target": 0.50, "ssim_target": 0.30}
@@ -35,7 +35,7 @@ def _keys(server: Any, bucket: str) -> list[str]:
 
 
 def test_push_list_pull_round_trip(registry_cfg: RegistryConfig, adapter_dir: Path, tmp_path: Path) -> None:
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     lock = tmp_path / "dvc.lock"
     lock.write_text("schema: '2.0'\n")
     manifest = registry.push(adapter_dir, {"clothing": GOOD}, PARAMS, dvc_lock=lock)
@@ -62,21 +62,21 @@ def test_push_list_pull_round_trip(registry_cfg: RegistryConfig, adapter_dir: Pa
     assert pulled == manifest
     assert _files(dest) == _files(adapter_dir)
     # The manifest in the bucket is the committed one, written last.
-    body = registry.bucket.get("pmg/registry/versions/1/manifest.json", "test")
+    body = registry.bucket.get("pmg/registry/clothing/versions/1/manifest.json", "test")
     assert body is not None and json.loads(body[0])["version"] == 1
 
 
 def test_versions_are_immutable(registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path) -> None:
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     first = make_adapter(1)
     registry.push(first, GOOD, PARAMS)
 
     with pytest.raises(RegistryError, match="version 1 already exists .* immutable"):
         registry.push(make_adapter(2), GOOD, PARAMS, version=1)
     # Object level: nothing under a version can be replaced.
-    key = "pmg/registry/versions/1/files/adapter.safetensors"
+    key = "pmg/registry/clothing/versions/1/files/adapter.safetensors"
     assert registry.bucket.put_new(key, b"tampered", "test") is False
-    assert registry.bucket.put_new("pmg/registry/versions/1/manifest.json", b"{}", "test") is False
+    assert registry.bucket.put_new("pmg/registry/clothing/versions/1/manifest.json", b"{}", "test") is False
 
     registry.pull(1, tmp_path / "v1")
     assert _files(tmp_path / "v1") == _files(first)
@@ -103,7 +103,7 @@ def test_racing_pushes_take_distinct_numbers(
             "after-call.s3.PutObject",
             lambda http_response, **_: conflicts.append(1) if http_response.status_code == 412 else None,
         )
-        registry = Registry(registry_cfg, client)
+        registry = Registry(registry_cfg, client, scenario="clothing")
         listing = registry._claimed_numbers
 
         def listed_then_wait() -> list[int]:
@@ -126,7 +126,7 @@ def test_racing_pushes_take_distinct_numbers(
     assert sorted(results.values()) == list(range(1, pushers + 1))
     assert len(conflicts) >= pushers - 1  # every loser of round one got a 412
 
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     listed = {info.version: info.manifest for info in registry.versions()}
     assert sorted(listed) == list(range(1, pushers + 1))
     for index, version in results.items():
@@ -141,7 +141,7 @@ def test_racing_pushes_take_distinct_numbers(
 
 
 def test_promotion_passes_and_refuses_by_gates(registry_cfg: RegistryConfig, make_adapter: Any) -> None:
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     v1 = registry.push(make_adapter(1), GOOD, PARAMS).version
     # No production yet and no thresholds configured: the gates pass.
     move = registry.promote(v1, to="production", reason="first model")
@@ -193,7 +193,7 @@ def test_thresholds_apply_without_production(
         MetricGate(metric="lpips_history", direction="lower", threshold=0.3),
         MetricGate(metric="ssim_target", direction="higher", threshold=0.2),
     )
-    registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name, gates=gates))
+    registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name, gates=gates), scenario="clothing")
     version = registry.push(make_adapter(1), GOOD, PARAMS).version
     with pytest.raises(PromotionRefused, match=r"lpips_history .*candidate 0\.4 vs threshold 0\.3"):
         registry.promote(version, to="production", reason="first")
@@ -204,7 +204,7 @@ def test_thresholds_apply_without_production(
 def test_rollback_restores_previous_production(
     registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path
 ) -> None:
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     for seed in (1, 2, 3):
         version = registry.push(make_adapter(seed), GOOD, PARAMS).version
         registry.promote(version, to="production", reason=f"model {seed}")
@@ -234,13 +234,13 @@ def test_racing_promotions_keep_a_consistent_history(
     s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any
 ) -> None:
     """Movers that all read the alias before any writes: If-Match lets one win per round."""
-    base = Registry(registry_cfg)
+    base = Registry(registry_cfg, scenario="clothing")
     versions = [base.push(make_adapter(seed), GOOD, PARAMS).version for seed in range(3)]
     read_together = threading.Barrier(len(versions), timeout=20)
     errors: list[BaseException] = []
 
     def promote(version: int) -> None:
-        registry = Registry(registry_cfg, s3_env.client())
+        registry = Registry(registry_cfg, s3_env.client(), scenario="clothing")
         read = registry._read_alias
         first = [True]
 
@@ -272,16 +272,100 @@ def test_racing_promotions_keep_a_consistent_history(
 
 def test_register_and_maybe_promote(registry_cfg: RegistryConfig, make_adapter: Any) -> None:
     version, promoted, report = register_and_maybe_promote(
-        registry_cfg, make_adapter(1), GOOD, PARAMS, reason="nightly retrain"
+        registry_cfg, make_adapter(1), GOOD, PARAMS, reason="nightly retrain", scenario="clothing"
     )
     assert (version, promoted, report.passed) == (1, True, True)
     worse = {**GOOD, "lpips_target": 0.9}
     version, promoted, report = register_and_maybe_promote(
-        registry_cfg, make_adapter(2), worse, PARAMS, reason="nightly retrain"
+        registry_cfg, make_adapter(2), worse, PARAMS, reason="nightly retrain", scenario="clothing"
     )
     assert (version, promoted) == (2, False)
     assert [r.metric for r in report.failed] == ["lpips_target"] and report.baseline_version == 1
-    assert Registry(registry_cfg).resolve("production") == 1
+    assert Registry(registry_cfg, scenario="clothing").resolve("production") == 1
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def test_scenarios_have_their_own_versions_and_aliases(
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path
+) -> None:
+    clothing = Registry(registry_cfg, scenario="clothing")
+    movies = Registry(registry_cfg, scenario="movies")
+    assert [clothing.push(make_adapter(seed), GOOD, PARAMS).version for seed in (1, 2)] == [1, 2]
+    clothing.promote(1, to="production", reason="first clothing model")
+
+    # Promoting clothing gave movies nothing: no versions, no production.
+    assert movies.versions() == []
+    with pytest.raises(RegistryError, match=r"'production' points at no version yet in s3://.*/movies/"):
+        movies.resolve("production")
+    with pytest.raises(RegistryError, match="version 1 does not exist"):
+        movies.pull(1, tmp_path / "nothing")
+
+    # Movies' first push is its version 1; its gates compare with movies' production (none yet),
+    # not with clothing's: far worse metrics than clothing v1 still pass.
+    worse = {**GOOD, "lpips_history": 0.9}
+    first = movies.push(make_adapter(3), worse, PARAMS)
+    assert (first.version, first.scenario) == (1, "movies")
+    move = movies.promote(1, to="production", reason="first movies model")
+    assert move.report is not None and move.report.passed and move.report.baseline_version is None
+
+    assert clothing.resolve("production") == 1 and movies.resolve("production") == 1
+    clothing.pull("production", tmp_path / "clothing")
+    movies.pull("production", tmp_path / "movies")
+    assert _files(tmp_path / "clothing") == _files(make_adapter(1))
+    assert _files(tmp_path / "movies") == _files(make_adapter(3))
+
+    # Gates, history and rollback stay within a scenario.
+    version, promoted, report = register_and_maybe_promote(
+        registry_cfg, make_adapter(4), worse, PARAMS, reason="nightly", scenario="clothing"
+    )
+    assert (version, promoted, report.baseline_version) == (3, False, 1)  # against clothing v1
+    clothing.promote(2, to="production", reason="second clothing model")
+    assert clothing.rollback("production").to_version == 1
+    assert [h["action"] for h in movies.alias_history("production")] == ["promote"]
+    assert movies.alias_history("staging") == []
+    assert [info.version for info in movies.versions()] == [1]
+    assert [info.version for info in clothing.versions()] == [1, 2, 3]
+
+    keys = _keys(s3_env, registry_cfg.bucket)
+    assert {key.split("/")[2] for key in keys} == {"clothing", "movies"}  # pmg/registry/<scenario>/...
+    assert "pmg/registry/movies/aliases/production.json" in keys
+    assert "pmg/registry/clothing/versions/3/manifest.json" in keys
+
+
+def test_push_refuses_an_adapter_of_another_scenario(
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any
+) -> None:
+    folder = make_adapter(1)
+    config = folder / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "scenario": "clothing"}))
+
+    with pytest.raises(
+        RegistryError,
+        match=r"adapter_config\.json is an adapter of scenario 'clothing', not 'movies': "
+        r"push it with scenario 'clothing' \(--scenario clothing\)",
+    ):
+        Registry(registry_cfg, scenario="movies").push(folder, GOOD, PARAMS)
+    assert _keys(s3_env, registry_cfg.bucket) == []  # refused before any request
+
+    manifest = Registry(registry_cfg, scenario="clothing").push(folder, GOOD, PARAMS)
+    assert (manifest.version, manifest.scenario) == (1, "clothing")
+
+    config.write_text("{not json")
+    with pytest.raises(RegistryError, match="not valid JSON .*cannot check which scenario"):
+        Registry(registry_cfg, scenario="clothing").push(folder, GOOD, PARAMS)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "clo thing", "x.y", "movies/", "emoji\n", None])
+def test_scenario_names_are_checked(name: Any) -> None:
+    with pytest.raises(RegistryError, match=r"invalid registry scenario .*letters, digits, '_' and '-'"):
+        Registry(RegistryConfig(), scenario=name)
+
+
+def test_a_registry_needs_a_scenario() -> None:
+    with pytest.raises(TypeError, match="scenario"):
+        Registry(RegistryConfig())  # type: ignore[call-arg]
 
 
 # ------------------------------------------------------------------ integrity
@@ -290,9 +374,9 @@ def test_register_and_maybe_promote(registry_cfg: RegistryConfig, make_adapter: 
 def test_corrupted_object_is_refused_by_pull(
     s3_env: Any, registry_cfg: RegistryConfig, adapter_dir: Path, tmp_path: Path
 ) -> None:
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     registry.push(adapter_dir, GOOD, PARAMS)
-    key = "pmg/registry/versions/1/files/projection/w.safetensors"
+    key = "pmg/registry/clothing/versions/1/files/projection/w.safetensors"
     original = (adapter_dir / "projection" / "w.safetensors").read_bytes()
     flipped = bytes([original[-1] ^ 0xFF])
     s3_env.client().put_object(Bucket=registry_cfg.bucket, Key=key, Body=original[:-1] + flipped)
@@ -329,12 +413,12 @@ def test_interrupted_push_is_invisible(
 
     client.meta.events.register("before-parameter-build.s3.PutObject", die_on_second_file)
     with pytest.raises(RegistryError, match=r"cannot reach S3 endpoint .* while uploading"):
-        Registry(registry_cfg, client).push(make_adapter(1), GOOD, PARAMS)
+        Registry(registry_cfg, client, scenario="clothing").push(make_adapter(1), GOOD, PARAMS)
     keys = _keys(s3_env, registry_cfg.bucket)
-    assert "pmg/registry/versions/1/claim.json" in keys and any("/files/" in key for key in keys)
+    assert "pmg/registry/clothing/versions/1/claim.json" in keys and any("/files/" in key for key in keys)
     assert not any(key.endswith("manifest.json") for key in keys)
 
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     assert registry.versions() == []
     with pytest.raises(RegistryError, match="version 1 does not exist .*did not complete"):
         registry.pull(1, tmp_path / "never")
@@ -350,11 +434,11 @@ def test_interrupted_push_is_invisible(
 def test_version_missing_a_file_is_not_listed(
     s3_env: Any, registry_cfg: RegistryConfig, adapter_dir: Path
 ) -> None:
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     registry.push(adapter_dir, GOOD, PARAMS)
     registry.push(adapter_dir, GOOD, PARAMS)
     s3_env.client().delete_object(
-        Bucket=registry_cfg.bucket, Key="pmg/registry/versions/1/files/adapter_config.json"
+        Bucket=registry_cfg.bucket, Key="pmg/registry/clothing/versions/1/files/adapter_config.json"
     )
     assert [info.version for info in registry.versions()] == [2]
 
@@ -366,7 +450,8 @@ def test_server_down_fails_fast_and_clearly(
     s3_env: Any, dead_endpoint: str, bucket_name: str, adapter_dir: Path, cfg_for: Any
 ) -> None:
     endpoint = dead_endpoint
-    registry = Registry(cfg_for(endpoint, bucket_name, max_attempts=1, connect_timeout=1.0))
+    cfg = cfg_for(endpoint, bucket_name, max_attempts=1, connect_timeout=1.0)
+    registry = Registry(cfg, scenario="clothing")
     start = time.monotonic()
     with pytest.raises(RegistryError) as err:
         registry.push(adapter_dir, GOOD, PARAMS)
@@ -383,7 +468,7 @@ def test_wrong_credentials_are_named(
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(RegistryError) as err:
-        Registry(registry_cfg).push(adapter_dir, GOOD, PARAMS)
+        Registry(registry_cfg, scenario="clothing").push(adapter_dir, GOOD, PARAMS)
     assert str(err.value).startswith(f"credentials rejected by {registry_cfg.endpoint_url}")
     assert "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in str(err.value)
 
@@ -391,29 +476,36 @@ def test_wrong_credentials_are_named(
     with pytest.raises(
         RegistryError, match=r"credentials rejected by .*\(InvalidAccessKeyId\) while listing"
     ):
-        Registry(registry_cfg).versions()
+        Registry(registry_cfg, scenario="clothing").versions()
 
 
 def test_missing_bucket_is_named_and_init_creates_it(
     s3_env: Any, bucket_name: str, adapter_dir: Path, cfg_for: Any
 ) -> None:
-    registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name))
+    registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name), scenario="clothing")
     with pytest.raises(RegistryError, match=rf"bucket '{bucket_name}' does not exist .*pmg registry init"):
         registry.push(adapter_dir, GOOD, PARAMS)
     with pytest.raises(RegistryError, match=rf"bucket '{bucket_name}' does not exist"):
         registry.versions()
-    assert registry.init() == {"bucket_created": True, "conditional_writes": True}
-    assert registry.init()["bucket_created"] is False
+    outcome = init_registry(registry.cfg)
+    assert outcome == {
+        "bucket_created": True,
+        "conditional_writes": True,
+        "bucket": bucket_name,
+        "endpoint": s3_env.endpoint_url,
+    }
+    assert init_registry(registry.cfg)["bucket_created"] is False
+    assert not any("_probe" in key for key in _keys(s3_env, bucket_name))  # the probe is removed
     assert registry.push(adapter_dir, GOOD, PARAMS).version == 1
 
-    other = Registry(cfg_for(s3_env.endpoint_url, bucket_name + "-new"))
+    other = Registry(cfg_for(s3_env.endpoint_url, bucket_name + "-new"), scenario="clothing")
     assert other.push(adapter_dir, GOOD, PARAMS, create_bucket=True).version == 1
 
 
 def test_bad_inputs_fail_before_any_request(
     registry_cfg: RegistryConfig, tmp_path: Path, adapter_dir: Path
 ) -> None:
-    registry = Registry(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(RegistryError, match="holds no files"):
         registry.push(tmp_path / "empty", GOOD, PARAMS)

@@ -43,42 +43,47 @@ def test_cli_push_list_promote_rollback_pull(
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps({"lpips_history": 0.5, "lpips_target": 0.5}))
 
-    code, _, err = pmg("push", str(make_adapter(1)), "--metrics", str(metrics))
+    clothing = ("--scenario", "clothing")
+    code, _, err = pmg("push", str(make_adapter(1)), "--metrics", str(metrics), *clothing)
     assert code == 2 and "does not exist" in err and "pmg registry init" in err and "Traceback" not in err
-    assert pmg("init")[0] == 0
+    assert pmg("init")[0] == 0  # the bucket serves every scenario: no --scenario
 
-    code, out, _ = pmg("push", str(make_adapter(1)), "--metrics", str(metrics), "--section", "registry")
-    assert code == 0 and out.startswith("pushed version 1 (3 files)")
-    assert pmg("push", str(make_adapter(2)), "--metrics", str(worse))[0] == 0
-    assert pmg("push", str(make_adapter(3)), "--metrics", str(metrics))[0] == 0
+    code, out, _ = pmg(
+        "push", str(make_adapter(1)), "--metrics", str(metrics), "--section", "registry", *clothing
+    )
+    assert code == 0 and out.startswith("pushed clothing version 1 (3 files)")
+    assert out.rstrip().endswith(f"s3://{bucket_name}/pmg/registry/clothing/")
+    assert pmg("push", str(make_adapter(2)), "--metrics", str(worse), *clothing)[0] == 0
+    assert pmg("push", str(make_adapter(3)), "--metrics", str(metrics), *clothing)[0] == 0
 
-    code, out, _ = pmg("promote", "1", "--to", "production", "--reason", "first")
-    assert code == 0 and "production: none -> 1" in out
-    code, out, err = pmg("promote", "2", "--to", "production", "--reason", "retrained")
+    code, out, _ = pmg("promote", "1", "--to", "production", "--reason", "first", *clothing)
+    assert code == 0 and "clothing production: none -> 1" in out
+    code, out, err = pmg("promote", "2", "--to", "production", "--reason", "retrained", *clothing)
     assert code == 2 and out == ""
     assert "refused: 1 of 2 gates failed against production (version 1)" in err
     assert "FAIL lpips_history (lower is better): candidate 0.5 vs production v1 0.4; must be <= 0.41" in err
     assert "Traceback" not in err
-    code, out, _ = pmg("promote", "3", "--to", "production", "--reason", "same quality")
-    assert code == 0 and "PASS lpips_target" in out and "production: 1 -> 3" in out
+    code, out, _ = pmg("promote", "3", "--to", "production", "--reason", "same quality", *clothing)
+    assert code == 0 and "PASS lpips_target" in out and "clothing production: 1 -> 3" in out
 
-    code, out, _ = pmg("list")
+    code, out, _ = pmg("list", *clothing)
     rows = out.splitlines()
     assert rows[0].split()[:2] == ["version", "created_at"] and len(rows) == 4
     assert "production" in rows[3] and "lpips_history=0.4" in rows[3]
-    code, out, _ = pmg("list", "--json")
+    code, out, _ = pmg("list", "--json", *clothing)
     listed = json.loads(out)
     assert [row["version"] for row in listed] == [1, 2, 3]
+    assert {row["scenario"] for row in listed} == {"clothing"}
     assert set(listed[0]["params"]) == {"registry"}  # --section
     assert set(listed[1]["params"]) >= {"base", "prepare", "registry"}  # default: all sections
 
-    code, out, _ = pmg("rollback", "production", "--reason", "bad gallery")
-    assert code == 0 and "production: 3 -> 1 (rolled back)" in out
-    code, out, _ = pmg("history", "production")
+    code, out, _ = pmg("rollback", "production", "--reason", "bad gallery", *clothing)
+    assert code == 0 and "clothing production: 3 -> 1 (rolled back)" in out
+    code, out, _ = pmg("history", "production", *clothing)
     assert [line.split()[1] for line in out.splitlines()] == ["promote", "promote", "rollback"]
 
-    code, out, _ = pmg("pull", "production", str(tmp_path / "prod"))
-    assert code == 0 and "sha256 verified" in out
+    code, out, _ = pmg("pull", "production", str(tmp_path / "prod"), *clothing)
+    assert code == 0 and "pulled clothing version 1" in out and "sha256 verified" in out
     assert (tmp_path / "prod" / "adapter.safetensors").read_bytes() == (
         make_adapter(1) / "adapter.safetensors"
     ).read_bytes()
@@ -97,18 +102,82 @@ def test_cli_errors_are_one_line(
     metrics.write_text(json.dumps({"lpips_history": 0.4}))
 
     code, _, err = _pmg(
-        capsys, dead_endpoint, bucket_name, "push", str(adapter_dir), "--metrics", str(metrics)
+        capsys,
+        dead_endpoint,
+        bucket_name,
+        *("push", str(adapter_dir), "--metrics", str(metrics), "--scenario", "emoji"),
     )
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"pmg: error: cannot reach S3 endpoint {dead_endpoint} (bucket '{bucket_name}')")
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
-    code, _, err = _pmg(capsys, s3_env.endpoint_url, bucket_name, "list")
+    code, _, err = _pmg(capsys, s3_env.endpoint_url, bucket_name, "list", "--scenario", "movies")
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"pmg: error: credentials rejected by {s3_env.endpoint_url} (")
     assert "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in err
 
     code, _, err = _pmg(
-        capsys, s3_env.endpoint_url, bucket_name, "push", str(adapter_dir), "--metrics", "nope.json"
+        capsys,
+        s3_env.endpoint_url,
+        bucket_name,
+        *("push", str(adapter_dir), "--metrics", "nope.json", "--scenario", "clothing"),
     )
     assert code == 2 and "nope.json: metrics file does not exist" in err
+
+
+def test_cli_scenarios_are_separate(
+    s3_env: Any, bucket_name: str, make_adapter: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def pmg(*args: str) -> tuple[int, str, str]:
+        return _pmg(capsys, s3_env.endpoint_url, bucket_name, *args)
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"lpips_history": 0.4, "lpips_target": 0.5}))
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps({"lpips_history": 0.9, "lpips_target": 0.9}))
+    assert pmg("init")[0] == 0
+    assert pmg("push", str(make_adapter(1)), "--metrics", str(metrics), "--scenario", "clothing")[0] == 0
+    assert pmg("promote", "1", "--to", "production", "--reason", "first", "--scenario", "clothing")[0] == 0
+
+    # Clothing's version and production are not movies'.
+    code, out, _ = pmg("list", "--scenario", "movies")
+    assert code == 0 and out == "no versions of movies\n"
+    code, _, err = pmg("pull", "production", str(tmp_path / "movies"), "--scenario", "movies")
+    assert code == 2 and "'production' points at no version yet" in err and "/movies/" in err
+    assert not (tmp_path / "movies").exists()
+
+    # An adapter trained for clothing is refused by movies, in one line.
+    tagged = make_adapter(2)
+    config = tagged / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "scenario": "clothing"}))
+    code, out, err = pmg("push", str(tagged), "--metrics", str(metrics), "--scenario", "movies")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "is an adapter of scenario 'clothing', not 'movies'" in err and "Traceback" not in err
+
+    # Movies' first push is its version 1, gated against movies' production (none), not clothing's.
+    code, out, _ = pmg("push", str(make_adapter(3)), "--metrics", str(worse), "--scenario", "movies")
+    assert code == 0 and out.startswith("pushed movies version 1 ")
+    code, out, _ = pmg("promote", "1", "--to", "production", "--reason", "first", "--scenario", "movies")
+    assert code == 0 and "movies production: none -> 1" in out
+    code, out, _ = pmg("list", "--json", "--scenario", "clothing")
+    assert [(row["version"], row["aliases"]) for row in json.loads(out)] == [(1, ["production"])]
+    code, out, _ = pmg("history", "production", "--scenario", "movies")
+    assert len(out.splitlines()) == 1 and "first" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("list",),
+        ("history", "production"),
+        ("list", "--scenario", "shoes"),
+        ("promote", "1", "--to", "production", "--reason", "x", "--scenario", "clothing/../movies"),
+    ],
+)
+def test_cli_scenario_is_required_and_known(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--params", str(ROOT / "params.yaml"), "registry", *args])
+    assert exited.value.code == 2
+    assert "--scenario" in capsys.readouterr().err
