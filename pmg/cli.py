@@ -18,6 +18,7 @@ import yaml
 
 from pmg.config import Params, load_params
 from pmg.errors import ConfigError, PMGError
+from pmg.schemas import SCENARIOS
 
 if TYPE_CHECKING:
     from pmg.registry import Registry
@@ -49,14 +50,16 @@ def _registry(args: argparse.Namespace) -> Registry:
     # Imported here: boto3 stays out of the start-up of every other command.
     from pmg.registry import Registry
 
-    return Registry(_params(args).registry)
+    return Registry(_params(args).registry, scenario=args.scenario)
 
 
 def _cmd_registry_init(args: argparse.Namespace) -> int:
-    registry = _registry(args)
-    outcome = registry.init()
+    from pmg.registry import init_registry
+
+    # The bucket serves every scenario: init takes none.
+    outcome = init_registry(_params(args).registry)
     state = "created" if outcome["bucket_created"] else "exists"
-    print(f"bucket {registry.bucket.name!r} at {registry.bucket.endpoint}: {state}; conditional writes: ok")
+    print(f"bucket {outcome['bucket']!r} at {outcome['endpoint']}: {state}; conditional writes: ok")
     return 0
 
 
@@ -69,11 +72,13 @@ def _cmd_registry_push(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--section {', '.join(unknown)}: not a params section (have {', '.join(dumped)})")
     recorded = {name: dumped[name] for name in (args.section or dumped)}
-    registry = Registry(params.registry)
+    registry = Registry(params.registry, scenario=args.scenario)
     manifest = registry.push(
         args.adapter_dir, load_metrics(args.metrics), recorded, create_bucket=args.create_bucket
     )
-    print(f"pushed version {manifest.version} ({len(manifest.files)} files) to {registry.url()}")
+    print(
+        f"pushed {args.scenario} version {manifest.version} ({len(manifest.files)} files) to {registry.url()}"
+    )
     return 0
 
 
@@ -86,7 +91,7 @@ def _cmd_registry_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return 0
     if not versions:
-        print("no versions")
+        print(f"no versions of {args.scenario}")
         return 0
     print(f"{'version':>7}  {'created_at':20}  {'git':8}  {'aliases':19}  metrics")
     for info in versions:
@@ -102,16 +107,16 @@ def _cmd_registry_promote(args: argparse.Namespace) -> int:
     if move.report is not None and move.report.results:
         print(move.report.describe())
     if not move.changed:
-        print(f"{move.alias} already points at version {move.to_version}")
+        print(f"{args.scenario} {move.alias} already points at version {move.to_version}")
     else:
         forced = " (forced)" if move.forced else ""
-        print(f"{move.alias}: {move.from_version or 'none'} -> {move.to_version}{forced}")
+        print(f"{args.scenario} {move.alias}: {move.from_version or 'none'} -> {move.to_version}{forced}")
     return 0
 
 
 def _cmd_registry_rollback(args: argparse.Namespace) -> int:
     move = _registry(args).rollback(args.alias, reason=args.reason)
-    print(f"{move.alias}: {move.from_version} -> {move.to_version} (rolled back)")
+    print(f"{args.scenario} {move.alias}: {move.from_version} -> {move.to_version} (rolled back)")
     return 0
 
 
@@ -127,8 +132,8 @@ def _cmd_registry_history(args: argparse.Namespace) -> int:
 
 def _cmd_registry_pull(args: argparse.Namespace) -> int:
     manifest = _registry(args).pull(args.ref, args.dest)
-    files = len(manifest.files)
-    print(f"pulled version {manifest.version} ({files} files, sha256 verified) into {args.dest}")
+    done = f"{len(manifest.files)} files, sha256 verified"
+    print(f"pulled {args.scenario} version {manifest.version} ({done}) into {args.dest}")
     return 0
 
 
@@ -172,11 +177,13 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pmg.stages import report
 
-    result = report.run(_params(args))
+    result = report.run(_params(args))  # prints the report's path
     overall = result.get("overall", {})
-    print(f"report: {result['report_path']}")
+    print()
+    print(result["headline"])
     if overall:
-        print("headline (all scenarios): " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items() if isinstance(v, float)))
+        values = ", ".join(f"{k} {v:.4f}" for k, v in overall.items() if isinstance(v, float))
+        print(f"main run, all scenarios: {values}")
     return 0
 
 
@@ -232,7 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     registry_sub = registry.add_subparsers(dest="registry_command", required=True)
     init = registry_sub.add_parser("init", help="create the bucket if missing; check conditional writes")
     init.set_defaults(func=_cmd_registry_init)
+
+    def scenario_option(command: argparse.ArgumentParser) -> None:
+        # Versions and aliases are per scenario (<prefix>/<scenario>/...).
+        command.add_argument(
+            "--scenario", required=True, choices=list(SCENARIOS), help="whose versions and aliases"
+        )
+
     push = registry_sub.add_parser("push", help="upload an adapter folder as the next immutable version")
+    scenario_option(push)
     push.add_argument("adapter_dir", help="the adapter folder (safetensors + JSON config)")
     push.add_argument("--metrics", required=True, help="metrics JSON file (nested objects are flattened)")
     push.add_argument(
@@ -242,23 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(func=_cmd_registry_push)
     listing = registry_sub.add_parser("list", help="complete versions, their aliases and metrics")
     listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    scenario_option(listing)
     listing.set_defaults(func=_cmd_registry_list)
     promote = registry_sub.add_parser("promote", help="move an alias to a version if the metric gates pass")
     promote.add_argument("version", type=int)
     promote.add_argument("--to", required=True, choices=["staging", "production"])
     promote.add_argument("--reason", required=True, help="why (recorded in the alias history)")
     promote.add_argument("--force", action="store_true", help="move even if gates fail (recorded as forced)")
+    scenario_option(promote)
     promote.set_defaults(func=_cmd_registry_promote)
     rollback = registry_sub.add_parser("rollback", help="point an alias back at its previous version")
     rollback.add_argument("alias", choices=["staging", "production"])
     rollback.add_argument("--reason", default="rollback", help="why (recorded in the alias history)")
+    scenario_option(rollback)
     rollback.set_defaults(func=_cmd_registry_rollback)
     history = registry_sub.add_parser("history", help="every move of an alias")
     history.add_argument("alias", choices=["staging", "production"])
+    scenario_option(history)
     history.set_defaults(func=_cmd_registry_history)
     pull = registry_sub.add_parser("pull", help="download a version or alias, every sha256 verified")
     pull.add_argument("ref", help="version number (3 or v3) or alias (staging, production)")
     pull.add_argument("dest", help="destination folder (must not exist or be empty)")
+    scenario_option(pull)
     pull.set_defaults(func=_cmd_registry_pull)
 
     prepare = sub.add_parser("prepare", help="canonical, validated tables per scenario")
