@@ -29,6 +29,8 @@ demo: setup
 	@dvc metrics show
 	@echo
 	@echo "report: $(CURDIR)/data/report/index.html"
+	@echo
+	@cat data/report/headline.md 2>/dev/null || echo "no headline table: data/report/headline.md is missing"
 
 test: setup
 	$(BIN)/pytest

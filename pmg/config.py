@@ -743,17 +743,24 @@ class ReportConfig(Section):
     """The `report` stage: one self-contained HTML report (no network).
 
     Attributes:
-        out: output folder: `index.html` and `metrics.json` (every
-            scenario's metrics and their pair-weighted overall).
+        out: output folder: `index.html` and `headline.md` (PMG vs no
+            personalisation per scenario, from the ablation metrics).
         gallery_pairs: (user, target) pairs shown per scenario.
         thumbnail: side in pixels images are embedded at (PNG data URIs).
         title: the report's title.
+        grid_png: a small PNG for the README (kept in git, not in the DVC
+            cache): per scenario, the gallery's first pair — history,
+            target, every candidate, the chosen one framed.
+        grid_tile: side in pixels of every image of `grid_png` (small
+            images are scaled up nearest-neighbour).
     """
 
     out: str = "data/report"
     gallery_pairs: int = Field(default=4, ge=0)
     thumbnail: int = Field(default=96, ge=16)
     title: str = "PMG — personalised generation report"
+    grid_png: str = "docs/gallery.png"
+    grid_tile: int = Field(default=64, ge=16, le=256)
 
 
 # ------------------------------------------------------------------------ params

@@ -8,7 +8,9 @@
 - `ground_truth`: default-world checks of the latent preferences (pixels for
   clothing, keywords for movies and emoji), never CLIP.
 - `weights`: the weight case study (d_p, d_t, z over w_p:w_t) as CSV + SVG.
-- `report`: `run_report(params)` — one self-contained HTML report.
+- `report`: `run_report(params)` — one self-contained HTML report, plus
+  `headline.md` (PMG vs no personalisation) and the README's PNG grid
+  (`gallery_png`).
 """
 
 from pmg.evaluate.ablations import (

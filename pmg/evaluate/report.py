@@ -15,6 +15,11 @@ part of the report empty or marked "missing" — the report never fails for
 them. `metrics/report.json` gathers every scenario's metrics and their
 pair-weighted overall (`pmg.evaluate.stage.summarize_scenarios`); the other
 metrics and plots are read where `pmg.evaluate.stage.Locations` puts them.
+
+Beside the HTML: `<report.out>/headline.md`, PMG vs no personalisation per
+scenario from the ablation metrics (`headline_markdown`), and
+`report.grid_png`, a small PNG of each scenario's first gallery pair for the
+README (`pmg.evaluate.gallery_png`).
 """
 
 from __future__ import annotations
@@ -65,12 +70,18 @@ GROUND_TRUTH_NOTES = {
 
 @dataclass
 class Cell:
-    """One image of the gallery: `src` a data URI (None = missing), caption lines, chosen ring."""
+    """One image of the gallery: `src` a data URI (None = missing), caption lines, chosen ring.
+
+    `path` (the image file, None when unknown) and `label` (at most two short
+    lines) are what the PNG grid (`pmg.evaluate.gallery_png`) draws.
+    """
 
     src: str | None
     alt: str
     caption: list[str] = field(default_factory=list)
     chosen: bool = False
+    path: Path | None = None
+    label: tuple[str, ...] = ()
 
 
 def image_data_uri(path: str | Path | None, thumbnail: int) -> str | None:
@@ -115,6 +126,11 @@ def _read_json(path: Path) -> dict | None:
     except ValueError:
         log.warning("report: %s is not valid JSON; left out", path)
         return None
+
+
+def _ablation_metrics(locations, scenario: str) -> dict[str, dict]:
+    """`{variant: {metric: value}}` of the scenario's ablation runs (empty when not run)."""
+    return (_read_json(locations.ablation_metrics(scenario)) or {}).get(scenario) or {}
 
 
 def _table_or_none(path: Path, schema) -> pd.DataFrame | None:
@@ -164,7 +180,13 @@ def _gallery(
         except Exception:  # noqa: BLE001 - unknown item: shown as missing
             path = None
         title = title_of.get(item, "")
-        return Cell(image_data_uri(path, size), f"{caption} {item} {title}".strip(), [f"{item}", title[:28]])
+        return Cell(
+            image_data_uri(path, size),
+            f"{caption} {item} {title}".strip(),
+            [f"{item}", title[:28]],
+            path=path,
+            label=(caption, item) if caption == "target" else (item,),
+        )
 
     gallery = []
     for user, target in keys[: cfg.gallery_pairs]:
@@ -183,6 +205,8 @@ def _gallery(
                         f"z {row.z:.3f}" + (" ✔ chosen" if row.chosen else ""),
                     ],
                     bool(row.chosen),
+                    path=path,
+                    label=(f"{row.w_p:g}:{row.w_t:g}", f"z {row.z:.2f}"),
                 )
             )
         pref, targ = "", ""
@@ -269,7 +293,7 @@ def scenario_section(params: Params, scenario: str, *, locations) -> dict:
     prepared_dir = Path(params.prepare.out) / scenario
     prepared = read_scenario(prepared_dir) if (prepared_dir / "items.parquet").is_file() else None
 
-    ablation_metrics = (_read_json(locations.ablation_metrics(scenario)) or {}).get(scenario, {})
+    ablation_metrics = _ablation_metrics(locations, scenario)
     ablation_report = _read_json(abl_dir / "report.json") or {}
     tables = []
     if ablation_metrics or ablation_report:
@@ -319,8 +343,8 @@ def scenario_section(params: Params, scenario: str, *, locations) -> dict:
     }
 
 
-def render_report(params: Params, *, locations=None) -> str:
-    """The report's HTML text (see the module docstring)."""
+def render_report(params: Params, *, locations=None, sections: list[dict] | None = None) -> str:
+    """The report's HTML text (see the module docstring); `sections` as `scenario_section` gives them."""
     import jinja2
 
     from pmg.evaluate.ablations import TABLE_METRICS
@@ -339,7 +363,11 @@ def render_report(params: Params, *, locations=None) -> str:
         profile=params.base.profile,
         image_size=params.evaluate.image_size,
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        scenarios=[scenario_section(params, s, locations=locations) for s in params.base.scenarios],
+        scenarios=(
+            sections
+            if sections is not None
+            else [scenario_section(params, s, locations=locations) for s in params.base.scenarios]
+        ),
         overall=summary.get("overall") or {},
         overall_keys=OVERALL_KEYS,
         ablation_headers=[title for _, title in TABLE_METRICS],
@@ -350,8 +378,90 @@ def render_report(params: Params, *, locations=None) -> str:
     )
 
 
+# ------------------------------------------------------------------ headline
+
+HEADLINE_FILE = "headline.md"
+HEADLINE_COLUMNS = (
+    "Scenario",
+    "PMG variant",
+    "History LPIPS-Alex, none",
+    "History LPIPS-Alex, PMG",
+    "Change vs none",
+    "Target LPIPS-Alex, none",
+    "Target LPIPS-Alex, PMG",
+    "History SSIM, PMG",
+    "Target SSIM, PMG",
+    "n pairs",
+)
+
+
+def pmg_variant(params: Params, scenario: str, ablation_metrics: dict) -> str:
+    """The ablation variant standing for PMG in the headline.
+
+    `soft+keywords` (the paper's full method) where the scenario trains an
+    adapter (`train_soft.scenarios`), unless the ablations ran `keywords`
+    but not it (no adapter was found); otherwise `keywords` — emoji trains
+    none, as in the paper.
+    """
+    ran_without_adapter = "keywords" in ablation_metrics and "soft+keywords" not in ablation_metrics
+    if scenario in params.train_soft.scenarios and not ran_without_adapter:
+        return "soft+keywords"
+    return "keywords"
+
+
+def headline_row(scenario: str, variant: str, ablation_metrics: dict) -> list[str]:
+    """One headline row: PMG (`variant`) vs `none`, from `{variant: metrics}`; "not run" if one is missing."""
+    from pmg.evaluate.ablations import BASELINE
+
+    pmg, none = ablation_metrics.get(variant), ablation_metrics.get(BASELINE)
+    if not pmg or not none:
+        return [scenario, variant, "not run", *[""] * (len(HEADLINE_COLUMNS) - 3)]
+    ours, base = pmg.get("lpips_alex_history"), none.get("lpips_alex_history")
+    change = "—" if ours is None or not base else f"{100 * (ours - base) / base:+.1f}%"
+    return [
+        scenario,
+        variant,
+        _fmt(base),
+        _fmt(ours),
+        change,
+        _fmt(none.get("lpips_alex_target")),
+        _fmt(pmg.get("lpips_alex_target")),
+        _fmt(pmg.get("ssim_history")),
+        _fmt(pmg.get("ssim_target")),
+        _fmt(pmg.get("n_pairs")),
+    ]
+
+
+def headline_markdown(params: Params, *, locations=None) -> str:
+    """PMG vs no personalisation per scenario, as a Markdown table (from the ablation metrics).
+
+    The ablation runs generate the same pairs with the same seeds for every
+    variant, so the two columns differ only in the conditioning.
+    """
+    from pmg.evaluate.ablations import _md_escape
+    from pmg.evaluate.stage import Locations
+
+    locations = locations or Locations()
+    lines = [
+        "| " + " | ".join(HEADLINE_COLUMNS) + " |",
+        "|" + "|".join(["---", "---"] + ["---:"] * (len(HEADLINE_COLUMNS) - 2)) + "|",
+    ]
+    for scenario in params.base.scenarios:
+        metrics = _ablation_metrics(locations, scenario)
+        row = headline_row(scenario, pmg_variant(params, scenario, metrics), metrics)
+        lines.append("| " + " | ".join(_md_escape(cell) for cell in row) + " |")
+    lines += [
+        "",
+        "LPIPS: lower = more similar; SSIM: higher = more similar; means over the ablation pairs. "
+        "Change vs none: PMG's history LPIPS relative to no personalisation "
+        "(negative = closer to the user's history = more personalised).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def run_report(params: Params, *, out_dir: str | Path | None = None, locations=None) -> Path:
-    """The `report` stage: write `<report.out>/index.html` and `metrics/report.json` (atomically).
+    """The `report` stage: write `<report.out>/index.html`, `<report.out>/headline.md`,
+    `report.grid_png` and `metrics/report.json` (each atomically).
 
     Args:
         params: all parameters.
@@ -361,13 +471,22 @@ def run_report(params: Params, *, out_dir: str | Path | None = None, locations=N
     Returns:
         The path of `index.html`.
     """
+    from pmg.evaluate.gallery_png import write_gallery_png
     from pmg.evaluate.stage import Locations, summarize_scenarios
 
     locations = locations or Locations()
     out = Path(out_dir or params.report.out)
-    html_text = render_report(params, locations=locations)
+    sections = [scenario_section(params, s, locations=locations) for s in params.base.scenarios]
+    html_text = render_report(params, locations=locations, sections=sections)
     index = out / "index.html"
     write_text_atomic(index, html_text)
+    write_text_atomic(out / HEADLINE_FILE, headline_markdown(params, locations=locations))
+    # The grid shows the first pair the HTML gallery shows, per scenario.
+    write_gallery_png(
+        [(s["name"], s["gallery"][0] if s["gallery"] else None) for s in sections],
+        params.report.grid_png,
+        tile=params.report.grid_tile,
+    )
     write_json_atomic(locations.report_metrics(), summarize_scenarios(params, locations=locations))
     log.info("report: %s (%.0f kB)", index, len(html_text) / 1024)
     return index

@@ -184,7 +184,13 @@ def make_params(root: Path, **sections) -> Params:
             "ablation_max_users": 3,
             "case_study_pairs": 2,
         },
-        "report": {"out": str(root / "report"), "gallery_pairs": 2, "thumbnail": 64},
+        "report": {
+            "out": str(root / "report"),
+            "gallery_pairs": 2,
+            "thumbnail": 64,
+            "grid_png": str(root / "docs" / "gallery.png"),
+            "grid_tile": 32,
+        },
     }
     for name, update in sections.items():
         raw.setdefault(name, {}).update(update)
