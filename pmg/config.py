@@ -502,7 +502,7 @@ class DescribeConfig(Section):
     """
 
     out: str = "data/describe"
-    max_users: int | None = Field(default=5, ge=1)
+    max_users: int | None = Field(default=40, ge=1)
     max_text_chars: int = Field(default=160, ge=1)
     max_line_chars: int = Field(default=240, ge=16)
     summary_max_new_tokens: int = Field(default=40, ge=1)
@@ -667,14 +667,14 @@ class TrainSoftConfig(Section):
     use_prefix: bool = True
     reparameterize: bool = False
     reparam_hidden: int = Field(default=512, ge=1)
-    max_prompt_tokens: int = Field(default=256, ge=8)
-    steps: int = Field(default=200, ge=0)
-    batch_size: int = Field(default=4, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    max_prompt_tokens: int = Field(default=192, ge=8)
+    steps: int = Field(default=60, ge=0)
+    batch_size: int = Field(default=2, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
-    val_fraction: float = Field(default=0.2, ge=0, lt=1)
-    val_every: int = Field(default=50, ge=1)
+    val_fraction: float = Field(default=0.25, ge=0, lt=1)
+    val_every: int = Field(default=20, ge=1)
     val_draws: int = Field(default=4, ge=1)
 
 
@@ -721,7 +721,7 @@ class EvaluateConfig(Section):
     case_study_pairs: int = Field(default=3, ge=1)
     ablations_out: str = "data/ablations"
     ablations: tuple[str, ...] = ("none", "keywords", "soft", "soft+keywords", "no_prefix", "L0", "L4", "L8")
-    ablation_max_users: int | None = Field(default=8, ge=1)
+    ablation_max_users: int | None = Field(default=None, ge=1)
     ablation_adapters: str = "data/soft_ablations"
 
     @model_validator(mode="after")
