@@ -66,3 +66,16 @@ def test_read_validates(tmp_path: Path) -> None:
     frame.to_parquet(path)
     with pytest.raises(DataError, match="extra"):
         read_table(path, schemas.Interactions)
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path) -> None:
+    import os
+    import stat
+
+    from pmg.io import write_text_atomic
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    write_text_atomic(tmp_path / "atomic.txt", "x")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "atomic.txt") == mode(plain)
