@@ -93,12 +93,10 @@ def _fit(text: str, font, width: float) -> str:
 
 def tile_image(path: str | Path | None, tile: int) -> Image.Image | None:
     """The image at `path` scaled so its longer side is `tile` px, centred on a square; None if unreadable."""
-    if path is None:
-        return None
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-    except (OSError, ValueError):
+    from pmg.evaluate.report import read_rgb
+
+    image = read_rgb(path)
+    if image is None:
         return None
     scale = tile / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

@@ -84,14 +84,21 @@ class Cell:
     label: tuple[str, ...] = ()
 
 
-def image_data_uri(path: str | Path | None, thumbnail: int) -> str | None:
-    """A PNG data URI of the image (shrunk to fit `thumbnail` px when larger), or None when unreadable."""
+def read_rgb(path: str | Path | None) -> Image.Image | None:
+    """The image at `path` as RGB, or None when there is none or it cannot be read."""
     if path is None:
         return None
     try:
         with Image.open(path) as opened:
-            image = opened.convert("RGB")
+            return opened.convert("RGB")
     except (OSError, ValueError):
+        return None
+
+
+def image_data_uri(path: str | Path | None, thumbnail: int) -> str | None:
+    """A PNG data URI of the image (shrunk to fit `thumbnail` px when larger), or None when unreadable."""
+    image = read_rgb(path)
+    if image is None:
         return None
     if max(image.size) > thumbnail:
         image.thumbnail((thumbnail, thumbnail), Image.Resampling.LANCZOS)
