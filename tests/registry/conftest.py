@@ -168,6 +168,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         # Like AWS: writing to a missing bucket is an error, not a new bucket.
         "-s3.autoCreateBucket=false",
         "-volume.preStopSeconds=0",
+        # Every test bucket is a collection that grows its own volumes, and the
+        # number of volumes allowed is free disk / volume size: with the size
+        # auto-picked (up to 1 GB) a disk with a few GB free ran out of volumes
+        # (PutObject answered InternalError). Small volumes keep it far away.
+        "-master.volumeSizeLimitMB=16",
         f"-s3.localSocket={scratch / 's3.sock'}",
         f"-filer.localSocket={scratch / 'filer.sock'}",
     ]
