@@ -79,11 +79,10 @@ def personalize(
         DataError: unknown user or target, or the target is in the history.
     """
     from pmg.method.describe import run_describe
-    from pmg.method.generate import behaviour_prompts, run_generate
     from pmg.method.keywords import run_keywords
     from pmg.method.select import run_select
     from pmg.stages import models as loaders
-    from pmg.stages.generate import soft_model_for
+    from pmg.stages.generate import generate_scenario, soft_model_for
 
     models = dict(models or {})
     prepared = _with_target(read_scenario(Path(params.prepare.out) / scenario), user, target)
@@ -97,19 +96,17 @@ def personalize(
     soft_model = None
     if params.generate.use_soft:
         soft_model = soft_model_for(
-            params, scenario, generator, adapter_dir=Path(adapter_dir) if adapter_dir else None
+            params, scenario, generator, adapter_dir=Path(adapter_dir) if adapter_dir else None, llm=llm
         )
-    if soft_model is None:
-        params = params.model_copy(update={"generate": params.generate.model_copy(update={"use_soft": False})})
     pair_root = Path(out_dir) / f"{scenario}-{user}-{target}"
-    candidates = run_generate(
+    candidates = generate_scenario(
         params,
         scenario,
-        keywords,
-        behaviour_prompts(descriptions, scenario),
         generator=generator,
         soft_model=soft_model,
         out_dir=pair_root,
+        keywords=keywords,
+        descriptions=descriptions,
         items=prepared.items,
     )
     candidates_dir = pair_root / scenario

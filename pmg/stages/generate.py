@@ -20,18 +20,21 @@ from pmg.stages import models
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def soft_model_for(params: Params, scenario: str, generator: Any, *, adapter_dir: Path | None = None) -> Any | None:
+def soft_model_for(
+    params: Params, scenario: str, generator: Any, *, adapter_dir: Path | None = None, llm: Any | None = None
+) -> Any | None:
     """The scenario's soft preference model, or None when it has no adapter.
 
     Args:
         adapter_dir: an adapter folder (default `<train_soft.out>/<scenario>`).
+        llm: the already loaded base LLM (default: load the profile's).
     """
     from pmg.method.soft import SoftPreferenceModel
 
     folder = adapter_dir or Path(params.train_soft.out) / scenario
     if not (folder / ADAPTER_CONFIG).is_file():
         return None
-    return SoftPreferenceModel.load(folder, models.llm(params), text_width=generator.text_width)
+    return SoftPreferenceModel.load(folder, llm or models.llm(params), text_width=generator.text_width)
 
 
 def generate_scenario(
@@ -41,12 +44,22 @@ def generate_scenario(
     generator: Any,
     soft_model: Any | None,
     out_dir: Path,
+    keywords: Any | None = None,
+    descriptions: Any | None = None,
+    items: Any | None = None,
 ) -> Any:
-    """Run `run_generate` on the scenario's keywords and descriptions into `out_dir`."""
+    """Run `run_generate` on the scenario's keywords and descriptions into `out_dir`.
+
+    `keywords` / `descriptions` default to the stage tables
+    (`<keywords.out>`, `<describe.out>`); `pmg personalize` passes its own
+    one-pair tables and the catalogue `items` holding its target.
+    """
     from pmg.method.generate import behaviour_prompts, run_generate
 
-    keywords = read_table(Path(params.keywords.out) / f"{scenario}.parquet", schemas.Keywords)
-    descriptions = read_table(Path(params.describe.out) / f"{scenario}.parquet", schemas.Descriptions)
+    if keywords is None:
+        keywords = read_table(Path(params.keywords.out) / f"{scenario}.parquet", schemas.Keywords)
+    if descriptions is None:
+        descriptions = read_table(Path(params.describe.out) / f"{scenario}.parquet", schemas.Descriptions)
     if soft_model is None and params.generate.use_soft:
         # No adapter for this scenario (see train_soft.scenarios): keywords only.
         params = params.model_copy(update={"generate": params.generate.model_copy(update={"use_soft": False})})
@@ -58,6 +71,7 @@ def generate_scenario(
         generator=generator,
         soft_model=soft_model,
         out_dir=out_dir,
+        items=items,
     )
 
 

@@ -96,9 +96,16 @@ def test_all_method_stages_then_personalize(
     items = read_table(root / "prepared" / "clothing" / "items.parquet", schemas.Items)
     target = next(i for i in items["item_id"] if i not in history)
     capsys.readouterr()
+    from pmg.stages import models as loaders
+
+    llm_loads = []
+    load_llm = loaders.llm
+    monkeypatch.setattr(loaders, "llm", lambda *a, **k: llm_loads.append(1) or load_llm(*a, **k))
     status = main([*chain_args, "personalize", "--scenario", "clothing", "--user", user, "--target", target])
     out = capsys.readouterr().out
     assert status == 0, out
+    # The soft model is built on the LLM the keywords used: one load, not two.
+    assert "soft embeddings:     yes" in out and len(llm_loads) == 1
     assert f"user {user}, target {target}" in out and "chosen:" in out
     chosen = out.strip().splitlines()[-1].split("chosen: ")[1].split(" (weights")[0]
     assert Path(chosen).is_file()
