@@ -273,6 +273,38 @@ class MetricGate(Section):
     threshold: float | None = None
 
 
+class PairedGateConfig(Section):
+    """How a candidate is compared with production: paired, over the same evaluation pairs.
+
+    Each version carries its per-pair evaluation table (`PairMetrics`, the
+    evaluate stage's `pairs.parquet`). A gate joins the candidate's and
+    production's rows on the pair columns both tables share (`user_id`,
+    `target_item`, `seed`, and the reference image: `reference`, `position`,
+    `reference_item`), averages each pair's history rows (as the evaluate
+    stage does), and bootstraps the mean per-pair difference: the gate passes
+    only if, at `confidence`, the candidate is worse than production by no
+    more than the gate's tolerance (a one-sided non-inferiority bound).
+
+    Attributes:
+        confidence: one-sided confidence of the bound (0.95: 95 % of
+            bootstrap means of the difference are within the bound).
+        min_pairs: fewer pairs in common than this refuses the promotion:
+            a bound over a handful of pairs means nothing.
+        resamples: bootstrap resamples of the pairs.
+        seed: the bootstrap's seed (the same data give the same verdict).
+        variant: compare the rows of this `variant` only; null takes each
+            table's one variant (the evaluate stage's main run has one,
+            named after its switches, e.g. `soft+keywords`) and refuses a
+            table that holds several.
+    """
+
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    min_pairs: int = Field(default=30, ge=2)
+    resamples: int = Field(default=10000, ge=100)
+    seed: int = 0
+    variant: str | None = None
+
+
 class RegistryConfig(Section):
     """The S3 model registry of trained adapters (see `pmg.registry`).
 
@@ -294,6 +326,11 @@ class RegistryConfig(Section):
         gates: the metric gates a candidate must pass to move a gated alias.
         gated_aliases: aliases that only move when the gates pass
             (`--force` overrides, and is recorded as forced).
+        paired: the paired comparison the gates make against production.
+        promotion_order: each alias accepts only versions that have been
+            the alias before it (default: `production` only takes a version
+            that has been `staging`); `--force` overrides and is recorded.
+            Empty: any order.
     """
 
     bucket: str = Field(default="pmg", min_length=3)
@@ -308,12 +345,16 @@ class RegistryConfig(Section):
         MetricGate(metric="lpips_target", direction="lower", tolerance=0.02),
     )
     gated_aliases: tuple[Literal["staging", "production"], ...] = ("production",)
+    paired: PairedGateConfig = PairedGateConfig()
+    promotion_order: tuple[Literal["staging", "production"], ...] = ("staging", "production")
 
     @model_validator(mode="after")
     def _check(self) -> RegistryConfig:
         metrics = [gate.metric for gate in self.gates]
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"gates name a metric more than once: {metrics}")
+        if len(set(self.promotion_order)) != len(self.promotion_order):
+            raise ValueError(f"promotion_order names an alias twice: {list(self.promotion_order)}")
         if self.prefix != self.prefix.strip("/") or "//" in self.prefix:
             raise ValueError(f"prefix must have no leading, trailing or doubled '/', got {self.prefix!r}")
         return self

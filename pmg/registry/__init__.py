@@ -17,12 +17,16 @@ from pmg.registry.manifest import Manifest, load_metrics
 from pmg.registry.registry import (
     ALIASES,
     AliasMove,
+    AliasStatus,
+    IdenticalAdapter,
     PromotionRefused,
+    Registration,
     Registry,
     VersionInfo,
     adapter_scenario,
     check_scenario,
     init_registry,
+    promotion_path,
     register_and_maybe_promote,
 )
 from pmg.registry.s3 import make_client
@@ -30,6 +34,10 @@ from pmg.registry.s3 import make_client
 __all__ = [
     "ALIASES",
     "AliasMove",
+    "AliasStatus",
+    "IdenticalAdapter",
+    "Registration",
+    "promotion_path",
     "GateReport",
     "GateResult",
     "Manifest",

@@ -3,8 +3,10 @@
 A version's `manifest.json` is written last, as the commit marker of a push.
 It names the scenario the adapter is for, lists every adapter file with its
 sha256 and size, the metrics that justified the version (a flat `name ->
-float` dict), the params that made it, the git revision, the sha256 of
-`dvc.lock`, and who pushed it when.
+float` dict), the per-pair evaluation table the gates compare (under
+`evaluation`), the params and overrides that made it, the git revision and
+whether the work tree was dirty, the sha256 of `dvc.lock`, and who pushed it
+when.
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ class Manifest(_Frozen):
         created_at: UTC ISO-8601 time of the push.
         created_by: `user@host` (or `PMG_USER`) of the push.
         claim_token: the token of the claim this push made on the number.
+        evaluation: files of the version's evaluation, beside the adapter
+            (`pairs.parquet`: the per-pair table the paired gates read);
+            empty for versions pushed without one.
+        adapter_sha256: sha256 over the adapter's (name, sha256) list: two
+            versions with the same value hold byte-identical adapters.
+        overrides: the dotted overrides of params.yaml the run was made with.
+        git_dirty: whether the work tree had uncommitted changes at push time
+            (None: unknown, e.g. outside a git checkout).
+        git_dirty_paths: the changed paths (at most 50), to tell a metrics
+            refresh from an uncommitted code change.
     """
 
     format: Literal[1] = MANIFEST_FORMAT
@@ -91,6 +103,18 @@ class Manifest(_Frozen):
     created_at: str
     created_by: str
     claim_token: str
+    evaluation: dict[str, FileEntry] = Field(default_factory=dict)
+    adapter_sha256: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    git_dirty: bool | None = None
+    git_dirty_paths: tuple[str, ...] = ()
+
+    @field_validator("evaluation")
+    @classmethod
+    def _safe_evaluation_names(cls, value: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for name in value:
+            check_relative_path(name)
+        return value
 
     @field_validator("files")
     @classmethod
@@ -207,6 +231,44 @@ def git_revision(cwd: str | Path | None = None) -> str:
         return "unknown"
     revision = done.stdout.strip()
     return revision if done.returncode == 0 and revision else "unknown"
+
+
+#: Dirty paths kept in a manifest (the count is what matters past that).
+MAX_DIRTY_PATHS = 50
+
+
+def git_dirty(cwd: str | Path | None = None) -> tuple[bool | None, tuple[str, ...]]:
+    """Whether the work tree has uncommitted changes, and which paths.
+
+    `git status --porcelain` (tracked changes and untracked files that git
+    does not ignore). A run of the pipeline rewrites the tracked `metrics/`
+    and `dvc.lock`, so the paths are kept: they tell such a refresh from an
+    uncommitted code change.
+
+    Returns:
+        `(dirty, paths)`; `(None, ())` outside a git checkout.
+    """
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--no-renames"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None, ()
+    if done.returncode != 0:
+        return None, ()
+    paths = sorted({line[3:].strip().strip('"') for line in done.stdout.splitlines() if len(line) > 3})
+    return bool(paths), tuple(paths[:MAX_DIRTY_PATHS])
+
+
+def adapter_digest(files: Mapping[str, FileEntry]) -> str:
+    """sha256 over the sorted `name sha256` lines of an adapter's files."""
+    lines = "".join(f"{name}\t{entry.sha256}\n" for name, entry in sorted(files.items()))
+    return sha256_bytes(lines.encode("utf-8"))
 
 
 def dvc_lock_sha256(path: str | Path = "dvc.lock") -> str | None:

@@ -6,6 +6,7 @@ does lives under `s3://<bucket>/<prefix>/<scenario>/`::
 
     versions/<n>/claim.json      written first, If-None-Match: * (claims n)
     versions/<n>/files/<path>    the adapter's files, each If-None-Match: *
+    versions/<n>/evaluation/pairs.parquet   its per-pair evaluation (the paired gates' input)
     versions/<n>/manifest.json   written last, If-None-Match: * (commits n)
     aliases/<name>.json          {alias, version, history: [...]}, If-Match
 
@@ -36,6 +37,7 @@ Why it is safe without locks:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -47,8 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from pmg.config import RegistryConfig
-from pmg.errors import RegistryError
+from pmg.errors import DataError, RegistryError
 from pmg.registry import manifest as mf
 from pmg.registry.gates import GateReport, evaluate_gates
 from pmg.registry.manifest import Manifest
@@ -62,11 +66,23 @@ _SCENARIO_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class PromotionRefused(RegistryError):
-    """The candidate failed at least one metric gate; `.report` says which."""
+    """The candidate failed at least one metric gate (or the promotion order); `.report` says which."""
 
     def __init__(self, message: str, report: GateReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class IdenticalAdapter(RegistryError):
+    """The adapter is byte-identical to an existing version; `.version` is that version.
+
+    Pushing it again would make a "new" version that is the same model, and
+    a retraining that changed nothing would look like one that did.
+    """
+
+    def __init__(self, message: str, version: int) -> None:
+        super().__init__(message)
+        self.version = version
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,28 @@ class AliasMove:
     changed: bool
     forced: bool = False
     report: GateReport | None = None
+
+
+@dataclass(frozen=True)
+class AliasStatus:
+    """Where one alias of one scenario points, and its last move.
+
+    Attributes:
+        scenario, alias: which alias.
+        version: its version (None: it never pointed anywhere).
+        at, by, action, forced, reason: its last move (None when it has none).
+        metrics: the version's recorded metrics (empty without a version).
+    """
+
+    scenario: str
+    alias: str
+    version: int | None
+    at: str | None
+    by: str | None
+    action: str | None
+    forced: bool
+    reason: str | None
+    metrics: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -156,6 +194,34 @@ def adapter_scenario(adapter_dir: str | Path) -> str | None:
         raise RegistryError(f"{config}: must be a JSON object; cannot check which scenario it is for")
     found = doc.get("scenario")
     return None if found is None else str(found)
+
+
+def _entry(data: bytes) -> mf.FileEntry:
+    return mf.FileEntry(sha256=mf.sha256_bytes(data), size=len(data))
+
+
+def _pairs_bytes(path: str | Path) -> bytes:
+    """The bytes of a per-pair evaluation table, after checking it against `PairMetrics`.
+
+    Raises:
+        DataError: the file is missing, unreadable, or breaks the schema
+            (file, row and column named).
+    """
+    from pmg.io import validate
+    from pmg.schemas import PairMetrics
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "per-pair evaluation table does not exist (the evaluate stage writes it)")
+    data = path.read_bytes()  # checked and uploaded: the same bytes
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as err:  # noqa: BLE001 - any parse failure becomes a clear message
+        raise DataError(path, f"not a readable Parquet table: {err}") from None
+    table = validate(frame, PairMetrics, path)
+    if table.empty:
+        raise DataError(path, "per-pair evaluation table has no rows: nothing to compare a version on")
+    return data
 
 
 def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
@@ -247,6 +313,9 @@ class Registry:
     def _file_key(self, version: int, name: str) -> str:
         return f"{self._version_prefix(version)}files/{name}"
 
+    def _evaluation_key(self, version: int, name: str) -> str:
+        return f"{self._version_prefix(version)}evaluation/{name}"
+
     def _alias_key(self, alias: str) -> str:
         return f"{self.root}aliases/{alias}.json"
 
@@ -306,13 +375,17 @@ class Registry:
         git_revision: str | None = None,
         dvc_lock: str | Path | None = "dvc.lock",
         created_by: str | None = None,
+        pairs: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        dirty: tuple[bool | None, tuple[str, ...]] | None = None,
     ) -> Manifest:
         """Upload an adapter folder as the next immutable version of this scenario.
 
         Files go first, the manifest last: the version exists for readers only
         once the manifest does. An adapter whose `adapter_config.json` names
         another scenario is refused: pushing it here would let it become this
-        scenario's `production`.
+        scenario's `production`. So is an adapter byte-identical to an
+        existing version (`IdenticalAdapter`): it is not a new model.
 
         Args:
             adapter_dir: the adapter folder (safetensors files + JSON config).
@@ -324,11 +397,19 @@ class Registry:
             git_revision: recorded revision; None runs `git rev-parse HEAD`.
             dvc_lock: `dvc.lock` to fingerprint (None or a missing file: none).
             created_by: who pushes; None uses `$PMG_USER` or `user@host`.
+            pairs: the version's per-pair evaluation table (`PairMetrics`
+                parquet, the evaluate stage's `pairs.parquet`), stored with
+                it for the paired gates; without it the version cannot be
+                promoted past a production version (except with force).
+            overrides: the dotted params overrides the run used (recorded).
+            dirty: `(dirty, paths)` of the work tree; None runs `git status`.
 
         Returns:
             The committed manifest (its `version` is the number taken).
 
         Raises:
+            IdenticalAdapter: the adapter is byte-identical to a version.
+            DataError: the pairs table is missing or breaks its schema.
             RegistryError: bad inputs (an adapter of another scenario
                 included), a missing bucket, any S3 failure.
         """
@@ -342,9 +423,14 @@ class Registry:
             )
         flat_metrics = mf.normalise_metrics(metrics)
         safe_params = mf.normalise_params(params)
+        safe_overrides = mf.normalise_params(overrides or {})
         if version is not None and version < 1:
             raise RegistryError(f"version numbers start at 1, got {version}")
+        evaluation = {"pairs.parquet": _pairs_bytes(pairs)} if pairs is not None else {}
+        entries = {name: _entry(path.read_bytes()) for name, path in files.items()}
+        digest = mf.adapter_digest(entries)
         revision = git_revision if git_revision is not None else mf.git_revision()
+        is_dirty, dirty_paths = dirty if dirty is not None else mf.git_dirty()
         lock_sha = mf.dvc_lock_sha256(dvc_lock) if dvc_lock is not None else None
         who = created_by or mf.current_user()
         when = mf.utc_now()
@@ -353,15 +439,22 @@ class Registry:
             self.bucket.create()
         else:
             self.bucket.require()
+        self._refuse_identical(digest, adapter_dir)
 
         token = uuid.uuid4().hex
         number = self._claim(token, who, when, version)
-        entries: dict[str, mf.FileEntry] = {}
         for name, path in files.items():
-            # Hash exactly the bytes that are uploaded (adapters are small).
+            # Upload exactly the bytes that were hashed (adapters are small).
             data = path.read_bytes()
-            entries[name] = mf.FileEntry(sha256=mf.sha256_bytes(data), size=len(data))
+            if _entry(data) != entries[name]:
+                raise RegistryError(f"{path} changed while it was being pushed; push again")
             key = self._file_key(number, name)
+            if not self._put_once(key, data, f"uploading {name} of version {number}"):
+                raise RegistryError(f"{self.url(key)} already exists: version {number} was claimed twice")
+        evaluated: dict[str, mf.FileEntry] = {}
+        for name, data in evaluation.items():
+            evaluated[name] = _entry(data)
+            key = self._evaluation_key(number, name)
             if not self._put_once(key, data, f"uploading {name} of version {number}"):
                 raise RegistryError(f"{self.url(key)} already exists: version {number} was claimed twice")
         manifest = Manifest(
@@ -375,11 +468,31 @@ class Registry:
             created_at=when,
             created_by=who,
             claim_token=token,
+            evaluation=evaluated,
+            adapter_sha256=digest,
+            overrides=safe_overrides,
+            git_dirty=is_dirty,
+            git_dirty_paths=dirty_paths,
         )
         key = self._manifest_key(number)
         if not self._put_once(key, manifest.to_json(), f"committing version {number}", "application/json"):
             raise RegistryError(f"{self.url(key)} already exists: version {number} was claimed twice")
         return manifest
+
+    def _refuse_identical(self, digest: str, adapter_dir: str | Path) -> None:
+        """Raise `IdenticalAdapter` if a committed version holds exactly these adapter files.
+
+        Two pushes of the same files racing each other can both pass this
+        check; the versions are then identical but still both valid.
+        """
+        for info in self.versions():
+            known = info.manifest.adapter_sha256 or mf.adapter_digest(info.manifest.files)
+            if known == digest:
+                raise IdenticalAdapter(
+                    f"{adapter_dir} is byte-identical to {self.scenario} version {info.version}: "
+                    "not pushed as a new version (retrain, or promote that version)",
+                    info.version,
+                )
 
     # ------------------------------------------------------------- read
 
@@ -426,9 +539,34 @@ class Registry:
             manifest = self._parse_manifest(number, found[0]) if found else None
             if manifest is None:
                 continue
-            if all(sizes.get(self._file_key(number, n)) == e.size for n, e in manifest.files.items()):
+            present = all(
+                sizes.get(self._file_key(number, n)) == e.size for n, e in manifest.files.items()
+            ) and all(sizes.get(self._evaluation_key(number, n)) == e.size for n, e in manifest.evaluation.items())
+            if present:
                 out.append(VersionInfo(manifest, tuple(on_version.get(number, ()))))
         return out
+
+    def pairs_table(self, version: int, manifest: Manifest | None = None) -> pd.DataFrame | None:
+        """The version's per-pair evaluation table (sha256 verified), or None if it has none.
+
+        Raises:
+            RegistryError: the stored table is missing, corrupted or unreadable.
+        """
+        manifest = manifest or self.manifest(version)
+        entry = manifest.evaluation.get("pairs.parquet")
+        if entry is None:
+            return None
+        key = self._evaluation_key(version, "pairs.parquet")
+        found = self.bucket.get(key, f"reading the per-pair table of version {version}")
+        if found is None or _entry(found[0]) != entry:
+            raise RegistryError(
+                f"{self.url(key)} is missing or does not match its manifest (sha256 {entry.sha256}): "
+                f"version {version}'s per-pair table cannot be trusted"
+            )
+        try:
+            return pd.read_parquet(io.BytesIO(found[0]))
+        except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a bad file
+            raise RegistryError(f"{self.url(key)} is not a readable parquet table: {err}") from None
 
     def resolve(self, ref: str | int) -> int:
         """A version number from `3`, `"3"`, `"v3"` or an alias name."""
@@ -529,17 +667,94 @@ class Registry:
         """Every move of `alias`, oldest first."""
         return self._read_alias(_check_alias(alias)).history
 
+    def status(self) -> list[AliasStatus]:
+        """Where each alias of this scenario points now, with its last move and the version's metrics."""
+        rows = []
+        for alias in ALIASES:
+            current = self._read_alias(alias)
+            last = current.history[-1] if current.history else {}
+            metrics = self.manifest(current.version).metrics if current.version is not None else {}
+            rows.append(
+                AliasStatus(
+                    scenario=self.scenario,
+                    alias=alias,
+                    version=current.version,
+                    at=last.get("at"),
+                    by=last.get("by"),
+                    action=last.get("action"),
+                    forced=bool(last.get("forced")),
+                    reason=last.get("reason"),
+                    metrics=metrics,
+                )
+            )
+        return rows
+
+    def check_writable(self) -> dict[str, Any]:
+        """Check now, before hours of training, that this process can push a version here.
+
+        Creates and deletes a probe object under `<prefix>/<scenario>/_preflight/`
+        with the same conditional write a push makes, so missing or rejected
+        credentials, an unreachable endpoint, a missing bucket or a read-only
+        key fail at the start of a run with the registry's own one-line
+        message, not after the training.
+
+        Returns:
+            `{"endpoint", "bucket", "scenario", "versions"}` (committed versions now).
+
+        Raises:
+            RegistryError: the registry cannot be written.
+        """
+        self.bucket.require()
+        probe = f"{self.root}_preflight/{uuid.uuid4().hex}"
+        if not self.bucket.put_new(probe, b"preflight", "writing a preflight probe"):
+            raise RegistryError(f"{self.url(probe)} already existed: the preflight probe could not be created")
+        self.bucket.delete(probe, "removing the preflight probe")
+        return {
+            "endpoint": self.bucket.endpoint,
+            "bucket": self.bucket.name,
+            "scenario": self.scenario,
+            "versions": len(self._claimed_numbers()),
+        }
+
     def check_gates(self, version: int) -> GateReport:
-        """The gate report of `version` against this scenario's current production."""
+        """The gate report of `version` against this scenario's current production.
+
+        Against a production version the gates compare both versions'
+        per-pair tables (paired); with none, the candidate's metrics meet
+        the thresholds. Promoting the production version itself compares it
+        with itself (every regression is 0).
+        """
         candidate = self.manifest(version)
         production = self._read_alias("production").version
-        baseline = self.manifest(production).metrics if production is not None else None
+        if production is None:
+            return evaluate_gates(
+                self.cfg.gates, candidate.metrics, candidate_version=version, production_version=None
+            )
         return evaluate_gates(
             self.cfg.gates,
             candidate.metrics,
-            baseline,
             candidate_version=version,
             production_version=production,
+            candidate_pairs=self.pairs_table(version, candidate),
+            production_pairs=self.pairs_table(production),
+            paired=self.cfg.paired,
+        )
+
+    def order_violation(self, version: int, to: str) -> str | None:
+        """Why `to` may not take `version` under `cfg.promotion_order`, or None if it may.
+
+        An alias takes only versions that the alias before it in the order
+        has pointed at (at any time: a promotion or a rollback put it there).
+        """
+        order = list(self.cfg.promotion_order)
+        if to not in order or order.index(to) == 0:
+            return None
+        before = order[order.index(to) - 1]
+        if any(entry.get("to_version") == version for entry in self._read_alias(before).history):
+            return None
+        return (
+            f"{self.scenario} version {version} has never been {before!r}, and {to!r} only takes versions "
+            f"that have been {before!r} (registry.promotion_order {order}): promote it to {before} first"
         )
 
     def promote(
@@ -562,6 +777,13 @@ class Registry:
         for _ in range(_MAX_ALIAS_TRIES):
             current = self._read_alias(to)
             report = self.check_gates(version)
+            out_of_order = self.order_violation(version, to)
+            if out_of_order is not None and not force:
+                raise PromotionRefused(
+                    f"promotion of {self.scenario} version {version} to {to} refused: {out_of_order} "
+                    "(--force overrides; it is recorded in the alias history)",
+                    report,
+                )
             if to in self.cfg.gated_aliases and not report.passed and not force:
                 failed = report.failed
                 baseline = (
@@ -587,6 +809,7 @@ class Registry:
                 "reason": reason,
                 "forced": force,
                 "gates": report.to_dict(),
+                "out_of_order": out_of_order,
             }
             if self._move_alias(current, entry):
                 return AliasMove(to, previous, version, changed=True, forced=force, report=report)
@@ -628,6 +851,36 @@ class Registry:
         raise RegistryError(f"alias {alias!r} kept changing under this rollback; try again")
 
 
+def promotion_path(cfg: RegistryConfig, alias: str) -> list[str]:
+    """The aliases a new version is moved through to reach `alias`: the promotion order up to it.
+
+    With the default order `[staging, production]` a retrained version goes
+    to `staging` (not gated by default) and then to `production` (gated).
+    """
+    _check_alias(alias)
+    order = list(cfg.promotion_order)
+    return order[: order.index(alias) + 1] if alias in order else [alias]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register_and_maybe_promote` did.
+
+    Attributes:
+        version: the version pushed.
+        promoted: whether `alias` now points at it.
+        report: the gate report of the last promotion tried.
+        moves: the alias moves made, in order (e.g. staging, then production).
+        refused: the refusal message when a promotion was refused.
+    """
+
+    version: int
+    promoted: bool
+    report: GateReport
+    moves: tuple[AliasMove, ...] = ()
+    refused: str | None = None
+
+
 def register_and_maybe_promote(
     cfg: RegistryConfig,
     adapter_dir: str | Path,
@@ -639,21 +892,32 @@ def register_and_maybe_promote(
     client: Any | None = None,
     alias: str = "production",
     create_bucket: bool = False,
-) -> tuple[int, bool, GateReport]:
-    """Push an adapter as a new version of `scenario` and promote it if the gates pass.
+    pairs: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Registration:
+    """Push an adapter as a new version of `scenario` and promote it along the order if the gates pass.
 
     What the retraining flow calls after evaluation. The version number and
-    the gates (against the current production) are those of `scenario`.
+    the gates (against the current production) are those of `scenario`. The
+    version is promoted to each alias of `promotion_path(cfg, alias)` in turn
+    and stops at the first refusal.
 
-    Returns:
-        `(version, promoted, gate_report)`; `promoted` is False when a gate
-        failed (the version stays registered, the alias does not move).
+    Raises:
+        IdenticalAdapter: the adapter is byte-identical to an existing version.
+        RegistryError: any S3 failure, bad inputs.
     """
     registry = Registry(cfg, client, scenario=scenario)
-    manifest = registry.push(adapter_dir, metrics, params, create_bucket=create_bucket)
-    try:
-        move = registry.promote(manifest.version, to=alias, reason=reason)
-    except PromotionRefused as refused:
-        return manifest.version, False, refused.report
-    assert move.report is not None
-    return manifest.version, True, move.report
+    manifest = registry.push(
+        adapter_dir, metrics, params, create_bucket=create_bucket, pairs=pairs, overrides=overrides
+    )
+    moves: list[AliasMove] = []
+    report: GateReport | None = None
+    for step in promotion_path(cfg, alias):
+        try:
+            move = registry.promote(manifest.version, to=step, reason=reason)
+        except PromotionRefused as refused:
+            return Registration(manifest.version, False, refused.report, tuple(moves), str(refused))
+        moves.append(move)
+        report = move.report
+    assert report is not None
+    return Registration(manifest.version, True, report, tuple(moves))

@@ -271,6 +271,78 @@ def write_adapter(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def write_pairs(
+    path: Path,
+    history: float = 0.40,
+    target: float = 0.50,
+    *,
+    n: int = 40,
+    noise: float = 0.0,
+    noise_seed: int = 1,
+    users: range | None = None,
+) -> Path:
+    """A `PairMetrics` table of `n` evaluation pairs whose LPIPS means are `history` and `target`.
+
+    What is shared by every version is seeded once (seed 0): how hard each
+    pair is (a per-pair offset with sd 0.05) and each history image's
+    offset, as real outputs on the same pairs share them. `noise` adds a
+    version's own per-pair scatter (seeded by `noise_seed`), then the
+    values are shifted so the means are exactly `history` and `target`.
+    Each pair has 3 history references and 1 target reference.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from pmg.schemas import PairMetrics
+
+    shared = np.random.default_rng(0)
+    own = np.random.default_rng(noise_seed)
+    ids = list(users if users is not None else range(n))
+    difficulty = shared.normal(0.0, 0.05, size=len(ids))
+    per_image = shared.normal(0.0, 0.02, size=(len(ids), 3))
+    scatter_h = own.normal(0.0, noise, size=len(ids)) if noise else np.zeros(len(ids))
+    scatter_t = own.normal(0.0, noise, size=len(ids)) if noise else np.zeros(len(ids))
+    pair_h = difficulty + scatter_h
+    pair_t = difficulty + scatter_t
+    pair_h += history - pair_h.mean()
+    pair_t += target - pair_t.mean()
+    rows = []  # (pair, reference, position, reference item, LPIPS)
+    for k, i in enumerate(ids):
+        images = per_image[k] - per_image[k].mean()  # the pair's history mean stays pair_h[k]
+        rows += [(i, "history", pos, f"h{i}-{pos}", pair_h[k] + images[pos]) for pos in range(3)]
+        rows.append((i, "target", 0, f"t{i}", pair_t[k]))
+    frame = pd.DataFrame(
+        {
+            "scenario": "clothing",
+            "variant": "pmg",
+            "user_id": [f"u{r[0]}" for r in rows],
+            "target_item": [f"t{r[0]}" for r in rows],
+            "reference": [r[1] for r in rows],
+            "position": [r[2] for r in rows],
+            "reference_item": [r[3] for r in rows],
+            "lpips_alex": [float(r[4]) for r in rows],
+            "lpips_vgg": [float(r[4]) + 0.02 for r in rows],
+            "ssim": [0.3 for _ in rows],
+            "output_image": [f"out/u{r[0]}.png" for r in rows],
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PairMetrics.validate(frame).to_parquet(path, index=False)
+    return path
+
+
+@pytest.fixture
+def pairs_table(tmp_path: Path) -> Any:
+    """`pairs_table(history, target, **kw)` writes a per-pair table (see `write_pairs`) and returns its path."""
+    count = [0]
+
+    def make(history: float = 0.40, target: float = 0.50, **kwargs: Any) -> Path:
+        count[0] += 1
+        return write_pairs(tmp_path / "pairs" / f"{count[0]}.parquet", history, target, **kwargs)
+
+    return make
+
+
 @pytest.fixture
 def adapter_dir(tmp_path: Path) -> Path:
     return write_adapter(tmp_path / "adapter")

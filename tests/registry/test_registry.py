@@ -13,7 +13,13 @@ from botocore.exceptions import EndpointConnectionError
 
 from pmg.config import MetricGate, RegistryConfig
 from pmg.errors import RegistryError
-from pmg.registry import PromotionRefused, Registry, init_registry, register_and_maybe_promote
+from pmg.registry import (
+    IdenticalAdapter,
+    PromotionRefused,
+    Registry,
+    init_registry,
+    register_and_maybe_promote,
+)
 from pmg.registry.manifest import sha256_file
 
 GOOD = {"lpips_history": 0.40, "lpips_target": 0.50, "ssim_target": 0.30}
@@ -34,24 +40,38 @@ def _keys(server: Any, bucket: str) -> list[str]:
 # ------------------------------------------------------------------ round trip
 
 
-def test_push_list_pull_round_trip(registry_cfg: RegistryConfig, adapter_dir: Path, tmp_path: Path) -> None:
+def test_push_list_pull_round_trip(
+    registry_cfg: RegistryConfig, adapter_dir: Path, make_adapter: Any, pairs_table: Any, tmp_path: Path
+) -> None:
     registry = Registry(registry_cfg, scenario="clothing")
     lock = tmp_path / "dvc.lock"
     lock.write_text("schema: '2.0'\n")
-    manifest = registry.push(adapter_dir, {"clothing": GOOD}, PARAMS, dvc_lock=lock)
+    pairs = pairs_table()
+    manifest = registry.push(
+        adapter_dir, {"clothing": GOOD}, PARAMS, dvc_lock=lock, pairs=pairs, overrides={"train_soft.steps": 5}
+    )
 
     assert manifest.version == 1
     assert set(manifest.files) == {"adapter.safetensors", "adapter_config.json", "projection/w.safetensors"}
     for name, entry in manifest.files.items():
         assert entry.sha256 == sha256_file(adapter_dir / name)
     assert manifest.metrics == {f"clothing.{k}": v for k, v in GOOD.items()}  # nested -> dotted
-    assert manifest.params == PARAMS
+    assert manifest.params == PARAMS and manifest.overrides == {"train_soft.steps": 5}
     assert manifest.dvc_lock_sha256 == sha256_file(lock)
     assert len(manifest.git_revision) == 40 or manifest.git_revision == "unknown"
+    assert manifest.git_dirty in (True, False, None)
     assert manifest.created_by == "tester" and manifest.created_at.endswith("Z")
+    assert manifest.evaluation["pairs.parquet"].sha256 == sha256_file(pairs)
+    assert registry.pairs_table(1).equals(__import__("pandas").read_parquet(pairs))  # verified read-back
 
-    second = registry.push(adapter_dir, GOOD, PARAMS, dvc_lock=None)
-    assert second.version == 2 and second.dvc_lock_sha256 is None
+    # The same adapter files again are not a new version, whatever the metrics say.
+    with pytest.raises(IdenticalAdapter, match="byte-identical to clothing version 1") as same:
+        registry.push(adapter_dir, {"lpips_history": 0.1}, PARAMS)
+    assert same.value.version == 1
+    second = registry.push(make_adapter(2), GOOD, PARAMS, dvc_lock=None, dirty=(True, ("pmg/x.py",)))
+    assert second.version == 2 and second.dvc_lock_sha256 is None and second.evaluation == {}
+    assert (second.git_dirty, second.git_dirty_paths) == (True, ("pmg/x.py",))
+    assert registry.pairs_table(2) is None
 
     listed = registry.versions()
     assert [info.version for info in listed] == [1, 2]
@@ -60,10 +80,25 @@ def test_push_list_pull_round_trip(registry_cfg: RegistryConfig, adapter_dir: Pa
     dest = tmp_path / "pulled"
     pulled = registry.pull("v1", dest)
     assert pulled == manifest
-    assert _files(dest) == _files(adapter_dir)
+    assert _files(dest) == _files(adapter_dir)  # the adapter only: the evaluation stays in the registry
     # The manifest in the bucket is the committed one, written last.
     body = registry.bucket.get("pmg/registry/clothing/versions/1/manifest.json", "test")
     assert body is not None and json.loads(body[0])["version"] == 1
+
+
+def test_a_bad_pairs_table_is_refused_before_any_request(
+    registry_cfg: RegistryConfig, adapter_dir: Path, tmp_path: Path, s3_env: Any
+) -> None:
+    from pmg.errors import DataError
+
+    registry = Registry(registry_cfg, scenario="clothing")
+    with pytest.raises(DataError, match="per-pair evaluation table does not exist"):
+        registry.push(adapter_dir, GOOD, PARAMS, pairs=tmp_path / "missing.parquet")
+    bad = tmp_path / "bad.parquet"
+    __import__("pandas").DataFrame({"user_id": ["u1"]}).to_parquet(bad)
+    with pytest.raises(DataError, match="bad.parquet.*PairMetrics"):
+        registry.push(adapter_dir, GOOD, PARAMS, pairs=bad)
+    assert _keys(s3_env, registry_cfg.bucket) == []
 
 
 def test_versions_are_immutable(registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path) -> None:
@@ -140,49 +175,64 @@ def test_racing_pushes_take_distinct_numbers(
 # -------------------------------------------------------------------- aliases
 
 
-def test_promotion_passes_and_refuses_by_gates(registry_cfg: RegistryConfig, make_adapter: Any) -> None:
+def test_promotion_passes_and_refuses_by_paired_gates(
+    registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any
+) -> None:
     registry = Registry(registry_cfg, scenario="clothing")
-    v1 = registry.push(make_adapter(1), GOOD, PARAMS).version
+    v1 = registry.push(make_adapter(1), GOOD, PARAMS, pairs=pairs_table(0.40, 0.50)).version
+    # Production only takes a version that has been staging (registry.promotion_order).
+    with pytest.raises(PromotionRefused, match="version 1 has never been 'staging'.*promote it to staging first"):
+        registry.promote(v1, to="production", reason="first model")
+    assert registry.promote(v1, to="staging", reason="candidate").changed
     # No production yet and no thresholds configured: the gates pass.
     move = registry.promote(v1, to="production", reason="first model")
     assert (move.from_version, move.to_version, move.changed) == (None, 1, True)
     assert move.report is not None and move.report.passed
 
-    worse = {**GOOD, "lpips_history": GOOD["lpips_history"] + 0.05}  # tolerance is 0.01
-    v2 = registry.push(make_adapter(2), worse, PARAMS).version
+    # Worse on every pair by 0.05 (the tolerance is 0.01): refused, both means and the bound named.
+    worse = {**GOOD, "lpips_history": 0.45}
+    v2 = registry.push(make_adapter(2), worse, PARAMS, pairs=pairs_table(0.45, 0.50)).version
+    registry.promote(v2, to="staging", reason="inspect")  # staging is not gated by default
     with pytest.raises(PromotionRefused) as refused:
         registry.promote(v2, to="production", reason="retrained")
     message = str(refused.value)
     assert "lpips_history" in message and "lpips_target" not in message  # only the failed gate
-    assert "0.45" in message and "0.4" in message and "production v1" in message
+    assert "over 40 common pairs: candidate 0.45 vs production v1 0.4" in message
     assert [r.metric for r in refused.value.report.failed] == ["lpips_history"]
     assert registry.resolve("production") == 1
 
-    # Staging is not gated by default: a candidate can go there to be looked at.
-    assert registry.promote(v2, to="staging", reason="inspect").changed
-
-    # Within tolerance on both gates: accepted.
-    within = {"lpips_history": 0.405, "lpips_target": 0.515}
-    v3 = registry.push(make_adapter(3), within, PARAMS).version
+    # Within tolerance on every pair: accepted.
+    v3 = registry.push(make_adapter(3), GOOD, PARAMS, pairs=pairs_table(0.405, 0.515)).version
+    registry.promote(v3, to="staging", reason="candidate")
     assert registry.promote(v3, to="production", reason="as good").to_version == 3
 
-    # A gated metric missing from the candidate fails that gate.
-    v4 = registry.push(make_adapter(4), {"lpips_history": 0.1}, PARAMS).version
-    with pytest.raises(PromotionRefused, match="lpips_target .*missing"):
-        registry.promote(v4, to="production", reason="partial metrics")
+    # A version without a per-pair table cannot be compared with production: refused.
+    v4 = registry.push(make_adapter(4), {"lpips_history": 0.1, "lpips_target": 0.1}, PARAMS).version
+    registry.promote(v4, to="staging", reason="candidate")
+    with pytest.raises(PromotionRefused, match="candidate carries no per-pair evaluation table"):
+        registry.promote(v4, to="production", reason="no pairs")
 
     # --force moves it anyway, and the history says so.
     forced = registry.promote(v2, to="production", reason="hotfix", force=True)
     assert forced.forced and forced.to_version == 2
     last = registry.alias_history("production")[-1]
     assert last["forced"] is True and last["gates"]["passed"] is False
-    assert (last["from_version"], last["to_version"], last["by"], last["reason"]) == (
-        3,
-        2,
-        "tester",
-        "hotfix",
-    )
-    assert {info.version: info.aliases for info in registry.versions()}[2] == ("staging", "production")
+    assert (last["from_version"], last["to_version"], last["by"], last["reason"]) == (3, 2, "tester", "hotfix")
+    # A version that never was staging, forced: recorded as out of order too.
+    v5 = registry.push(make_adapter(5), GOOD, PARAMS, pairs=pairs_table(0.40, 0.50)).version
+    registry.promote(v5, to="production", reason="emergency", force=True)
+    assert "never been 'staging'" in registry.alias_history("production")[-1]["out_of_order"]
+    assert {info.version: info.aliases for info in registry.versions()}[4] == ("staging",)
+
+
+def test_promotion_order_is_configurable(
+    s3_env: Any, bucket_name: str, make_adapter: Any, cfg_for: Any
+) -> None:
+    s3_env.client().create_bucket(Bucket=bucket_name)
+    registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name, promotion_order=()), scenario="clothing")
+    version = registry.push(make_adapter(1), GOOD, PARAMS).version
+    assert registry.promote(version, to="production", reason="no order").changed
+    assert registry.order_violation(version, "production") is None
 
 
 def test_thresholds_apply_without_production(
@@ -195,18 +245,21 @@ def test_thresholds_apply_without_production(
     )
     registry = Registry(cfg_for(s3_env.endpoint_url, bucket_name, gates=gates), scenario="clothing")
     version = registry.push(make_adapter(1), GOOD, PARAMS).version
+    registry.promote(version, to="staging", reason="first")
     with pytest.raises(PromotionRefused, match=r"lpips_history .*candidate 0\.4 vs threshold 0\.3"):
         registry.promote(version, to="production", reason="first")
     good = registry.push(make_adapter(2), {**GOOD, "lpips_history": 0.25}, PARAMS).version
+    registry.promote(good, to="staging", reason="first")
     assert registry.promote(good, to="production", reason="first").changed
 
 
 def test_rollback_restores_previous_production(
-    registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path
+    registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any, tmp_path: Path
 ) -> None:
     registry = Registry(registry_cfg, scenario="clothing")
     for seed in (1, 2, 3):
-        version = registry.push(make_adapter(seed), GOOD, PARAMS).version
+        version = registry.push(make_adapter(seed), GOOD, PARAMS, pairs=pairs_table()).version
+        registry.promote(version, to="staging", reason=f"model {seed}")
         registry.promote(version, to="production", reason=f"model {seed}")
     assert registry.resolve("production") == 3
 
@@ -228,6 +281,34 @@ def test_rollback_restores_previous_production(
     assert history[3]["reason"] == "v3 broke the gallery" and history[3]["by"] == "tester"
     registry.pull("production", tmp_path / "prod")
     assert _files(tmp_path / "prod") == _files(make_adapter(1))
+
+
+def test_status_has_one_row_per_alias(registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any) -> None:
+    registry = Registry(registry_cfg, scenario="clothing")
+    assert [(s.alias, s.version, s.action) for s in registry.status()] == [
+        ("staging", None, None),
+        ("production", None, None),
+    ]
+    registry.push(make_adapter(1), GOOD, PARAMS, pairs=pairs_table())
+    registry.promote(1, to="staging", reason="candidate")
+    registry.promote(1, to="production", reason="hotfix", force=True)
+    staging, production = registry.status()
+    assert (staging.version, staging.action, staging.forced) == (1, "promote", False)
+    assert (production.version, production.by, production.forced, production.reason) == (1, "tester", True, "hotfix")
+    assert production.metrics == GOOD and production.at is not None
+
+
+def test_check_writable_probes_and_cleans_up(
+    s3_env: Any, registry_cfg: RegistryConfig, dead_endpoint: str, cfg_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(registry_cfg, scenario="clothing")
+    assert registry.check_writable()["bucket"] == registry_cfg.bucket
+    assert _keys(s3_env, registry_cfg.bucket) == []  # the probe is removed
+    with pytest.raises(RegistryError, match="cannot reach S3 endpoint"):
+        Registry(cfg_for(dead_endpoint, "pmg", connect_timeout=0.5, max_attempts=0), scenario="clothing").check_writable()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(RegistryError, match="credentials rejected"):
+        Registry(registry_cfg, scenario="clothing").check_writable()
 
 
 def test_racing_promotions_keep_a_consistent_history(
@@ -270,29 +351,38 @@ def test_racing_promotions_keep_a_consistent_history(
     assert base.resolve("staging") == history[-1]["to_version"]
 
 
-def test_register_and_maybe_promote(registry_cfg: RegistryConfig, make_adapter: Any) -> None:
-    version, promoted, report = register_and_maybe_promote(
-        registry_cfg, make_adapter(1), GOOD, PARAMS, reason="nightly retrain", scenario="clothing"
+def test_register_and_maybe_promote(registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any) -> None:
+    first = register_and_maybe_promote(
+        registry_cfg, make_adapter(1), GOOD, PARAMS, reason="nightly retrain", scenario="clothing",
+        pairs=pairs_table(0.40, 0.50),
     )
-    assert (version, promoted, report.passed) == (1, True, True)
-    worse = {**GOOD, "lpips_target": 0.9}
-    version, promoted, report = register_and_maybe_promote(
-        registry_cfg, make_adapter(2), worse, PARAMS, reason="nightly retrain", scenario="clothing"
+    # Through the promotion order: staging, then production.
+    assert (first.version, first.promoted, first.report.passed) == (1, True, True)
+    assert [(m.alias, m.to_version) for m in first.moves] == [("staging", 1), ("production", 1)]
+    worse = register_and_maybe_promote(
+        registry_cfg, make_adapter(2), {**GOOD, "lpips_target": 0.9}, PARAMS, reason="nightly retrain",
+        scenario="clothing", pairs=pairs_table(0.40, 0.90),
     )
-    assert (version, promoted) == (2, False)
-    assert [r.metric for r in report.failed] == ["lpips_target"] and report.baseline_version == 1
-    assert Registry(registry_cfg, scenario="clothing").resolve("production") == 1
+    assert (worse.version, worse.promoted) == (2, False)
+    assert [(m.alias, m.to_version) for m in worse.moves] == [("staging", 2)]  # staged, not promoted
+    assert worse.refused is not None and "refused: 1 of 2 gates failed" in worse.refused
+    assert [r.metric for r in worse.report.failed] == ["lpips_target"] and worse.report.baseline_version == 1
+    registry = Registry(registry_cfg, scenario="clothing")
+    assert (registry.resolve("production"), registry.resolve("staging")) == (1, 2)
+    with pytest.raises(IdenticalAdapter):
+        register_and_maybe_promote(registry_cfg, make_adapter(2), GOOD, PARAMS, reason="again", scenario="clothing")
 
 
 # ------------------------------------------------------------------ scenarios
 
 
 def test_scenarios_have_their_own_versions_and_aliases(
-    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any, tmp_path: Path
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any, tmp_path: Path
 ) -> None:
     clothing = Registry(registry_cfg, scenario="clothing")
     movies = Registry(registry_cfg, scenario="movies")
-    assert [clothing.push(make_adapter(seed), GOOD, PARAMS).version for seed in (1, 2)] == [1, 2]
+    assert [clothing.push(make_adapter(seed), GOOD, PARAMS, pairs=pairs_table()).version for seed in (1, 2)] == [1, 2]
+    clothing.promote(1, to="staging", reason="first clothing model")
     clothing.promote(1, to="production", reason="first clothing model")
 
     # Promoting clothing gave movies nothing: no versions, no production.
@@ -307,6 +397,7 @@ def test_scenarios_have_their_own_versions_and_aliases(
     worse = {**GOOD, "lpips_history": 0.9}
     first = movies.push(make_adapter(3), worse, PARAMS)
     assert (first.version, first.scenario) == (1, "movies")
+    movies.promote(1, to="staging", reason="first movies model")
     move = movies.promote(1, to="production", reason="first movies model")
     assert move.report is not None and move.report.passed and move.report.baseline_version is None
 
@@ -317,14 +408,16 @@ def test_scenarios_have_their_own_versions_and_aliases(
     assert _files(tmp_path / "movies") == _files(make_adapter(3))
 
     # Gates, history and rollback stay within a scenario.
-    version, promoted, report = register_and_maybe_promote(
-        registry_cfg, make_adapter(4), worse, PARAMS, reason="nightly", scenario="clothing"
+    done = register_and_maybe_promote(
+        registry_cfg, make_adapter(4), worse, PARAMS, reason="nightly", scenario="clothing",
+        pairs=pairs_table(0.9, 0.5),
     )
-    assert (version, promoted, report.baseline_version) == (3, False, 1)  # against clothing v1
+    assert (done.version, done.promoted, done.report.baseline_version) == (3, False, 1)  # against clothing v1
+    clothing.promote(2, to="staging", reason="second clothing model")
     clothing.promote(2, to="production", reason="second clothing model")
     assert clothing.rollback("production").to_version == 1
     assert [h["action"] for h in movies.alias_history("production")] == ["promote"]
-    assert movies.alias_history("staging") == []
+    assert [h["to_version"] for h in movies.alias_history("staging")] == [1]
     assert [info.version for info in movies.versions()] == [1]
     assert [info.version for info in clothing.versions()] == [1, 2, 3]
 
@@ -432,13 +525,16 @@ def test_interrupted_push_is_invisible(
 
 
 def test_version_missing_a_file_is_not_listed(
-    s3_env: Any, registry_cfg: RegistryConfig, adapter_dir: Path
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any
 ) -> None:
     registry = Registry(registry_cfg, scenario="clothing")
-    registry.push(adapter_dir, GOOD, PARAMS)
-    registry.push(adapter_dir, GOOD, PARAMS)
+    for seed in (1, 2, 3):
+        registry.push(make_adapter(seed), GOOD, PARAMS, pairs=pairs_table())
     s3_env.client().delete_object(
         Bucket=registry_cfg.bucket, Key="pmg/registry/clothing/versions/1/files/adapter_config.json"
+    )
+    s3_env.client().delete_object(
+        Bucket=registry_cfg.bucket, Key="pmg/registry/clothing/versions/3/evaluation/pairs.parquet"
     )
     assert [info.version for info in registry.versions()] == [2]
 
