@@ -2,12 +2,26 @@
 
 Deployments live here, apart from the flows (STYLE.md convention 5)::
 
-    python -m flows.deploy setup [--gpu-slots N]   # pool `pmg`, queues, `gpu` limit, zombie automation
+    python -m flows.deploy setup [--gpu-slots N]   # pool, queues, `gpu` limit, automations
     python -m flows.deploy deploy [--cron ...]     # the deployments on pool `pmg`
     python -m flows.deploy all                     # both
 
 Everything is idempotent: re-running updates in place. The commands talk to
-`PREFECT_API_URL` (`make prefect-server` serves it on 127.0.0.1:4200).
+`PREFECT_API_URL` (`prefect.env` names the project's server, which `make
+prefect-server` serves on 127.0.0.1:4200).
+
+Deployments: the pipeline, one GPU stage, one nightly retraining *per
+scenario with adapters* (`pmg-retrain/nightly-<scenario>`, each with its own
+schedule), registration, promotion and rollback (so both can be run from the
+dashboard) and the batch flow.
+
+Automations (as code, created by `setup`): flow runs whose heartbeats stop
+are marked Crashed; and, when `PMG_NOTIFY_WEBHOOK_URL` is set, a webhook
+block `pmg-notify` posts `{"subject", "body"}` JSON to that URL when a flow
+run fails or crashes and when a promotion is refused or forced
+(`pmg.promotion.refused` / `pmg.promotion.forced` events, see
+`pmg.registry.announce`). Without the variable the notifications are not
+set up (and `setup` says so).
 
 Routing, in Prefect 3 terms: work queues route *flow runs* of deployments,
 never task runs. So the GPU stages have a deployment of their own,
@@ -22,7 +36,9 @@ server: set `--gpu-slots` to the number of GPUs; one worker per GPU with
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +51,12 @@ QUEUES = {
 }
 GPU_DEPLOYMENT = "pmg-gpu-stage/gpu-stage"
 ZOMBIE_AUTOMATION = "pmg: crash flow runs whose worker stopped sending heartbeats"
+FAILED_RUN_AUTOMATION = "pmg: notify on failed or crashed flow runs"
+PROMOTION_AUTOMATION = "pmg: notify on refused or forced promotions"
+#: The environment variable holding the notification webhook's URL (never in a file of the repo).
+WEBHOOK_ENV = "PMG_NOTIFY_WEBHOOK_URL"
+#: The webhook block the notification automations send through.
+WEBHOOK_BLOCK = "pmg-notify"
 #: Flow runs emit a heartbeat this often (seconds); the automation marks a run
 #: Crashed after `HEARTBEAT_S * 3` of silence, and a crashed GPU flow run is
 #: re-dispatched by the pipeline's retry of transient failures.
@@ -49,7 +71,9 @@ def setup(gpu_slots: int = 1) -> dict[str, Any]:
             number of GPUs the workers have).
 
     Returns:
-        What exists now: `{"pool", "queues", "gpu_limit", "automation"}`.
+        What exists now: `{"pool", "queues", "gpu_limit", "automation",
+        "notifications"}` (`notifications`: the notification automations'
+        names, empty when `PMG_NOTIFY_WEBHOOK_URL` is not set).
     """
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -88,7 +112,113 @@ def setup(gpu_slots: int = 1) -> dict[str, Any]:
         limit = client.read_concurrency_limit_by_tag(GPU_TAG)
         queues = sorted(q.name for q in client.read_work_queues(work_pool_name=POOL))
     automation = _ensure_zombie_automation()
-    return {"pool": POOL, "queues": queues, "gpu_limit": limit.concurrency_limit, "automation": automation}
+    notifications = ensure_notifications(os.environ.get(WEBHOOK_ENV))
+    return {
+        "pool": POOL,
+        "queues": queues,
+        "gpu_limit": limit.concurrency_limit,
+        "automation": automation,
+        "notifications": notifications,
+    }
+
+
+def _webhook_block(url: str) -> Any:
+    """Save (or update) the `pmg-notify` webhook block that posts to `url`; return its document id.
+
+    The body is JSON `{"subject", "body", "source": "pmg"}`. Private and
+    loopback addresses are allowed: the URL comes from whoever runs the
+    deployment, on a self-hosted server (a chat webhook relay on the
+    intranet, or a local receiver in the tests).
+    """
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(
+        name="pmg",
+        url=url,
+        method="POST",
+        json_data={"subject": "{{subject}}", "body": "{{body}}", "source": "pmg"},
+        allow_private_urls=True,
+        timeout=10,
+    )
+    return block.save(WEBHOOK_BLOCK, overwrite=True)
+
+
+def _replace_automation(automation: Any) -> None:
+    """Create `automation`, replacing any of the same name (so its settings follow the code)."""
+    from prefect.automations import Automation
+
+    while True:
+        try:
+            Automation.read(name=automation.name).delete()
+        except ValueError:
+            break
+    automation.create()
+
+
+def ensure_notifications(url: str | None) -> list[str]:
+    """The notification automations (failed/crashed runs; refused/forced promotions) through the webhook.
+
+    Args:
+        url: the webhook's URL (from `PMG_NOTIFY_WEBHOOK_URL`); None or empty
+            sets up nothing and says so.
+
+    Returns:
+        The automations' names (empty when no URL was given).
+    """
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    if not url:
+        print(f"{WEBHOOK_ENV} is not set: no notification automations (set it and run setup again)")
+        return []
+    block_id = _webhook_block(url)
+    failed = Automation(
+        name=FAILED_RUN_AUTOMATION,
+        description="Post to the pmg-notify webhook when any flow run fails or crashes.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_id,
+                subject="pmg: flow run {{ flow_run.name }} ended {{ flow_run.state.name }}",
+                body=(
+                    "Flow run {{ flow.name }}/{{ flow_run.name }} ended {{ flow_run.state.name }}: "
+                    "{{ flow_run.state.message }}\n{{ flow_run|ui_url }}"
+                ),
+            )
+        ],
+    )
+    promotions = Automation(
+        name=PROMOTION_AUTOMATION,
+        description="Post to the pmg-notify webhook when a promotion is refused by the gates or forced.",
+        trigger=EventTrigger(
+            expect={"pmg.promotion.refused", "pmg.promotion.forced"},
+            match=ResourceSpecification({"prefect.resource.id": "pmg.registry.*"}),
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_id,
+                subject=(
+                    "pmg: {{ event.event }}: {{ event.resource['pmg.scenario'] }} version "
+                    "{{ event.resource['pmg.version'] }} -> {{ event.resource['pmg.alias'] }}"
+                ),
+                body="{{ event.payload | tojson }}",
+            )
+        ],
+    )
+    for automation in (failed, promotions):
+        _replace_automation(automation)
+    return [FAILED_RUN_AUTOMATION, PROMOTION_AUTOMATION]
 
 
 def _ensure_zombie_automation() -> str:
@@ -136,8 +266,26 @@ def _ensure_zombie_automation() -> str:
     return ZOMBIE_AUTOMATION
 
 
-def deployments(cron: str, timezone: str, scenario: str) -> list[dict[str, Any]]:
-    """The deployments: name, entrypoint, queue, parameters, schedule."""
+def deployments(scenarios: Sequence[str]) -> list[dict[str, Any]]:
+    """The deployments: name, entrypoint, queue, parameters, and which are the scheduled retrainings.
+
+    Args:
+        scenarios: the scenarios that get a nightly retraining of their own.
+    """
+    nightly = [
+        {
+            "entrypoint": "flows/retrain.py:retrain_flow",
+            "name": f"nightly-{scenario}",
+            "queue": "default",
+            "parameters": {"scenario": scenario, "gpu_deployment": GPU_DEPLOYMENT},
+            "scheduled": True,
+            "description": (
+                f"Retrain the {scenario} adapter on refreshed data, evaluate, register; promote to staging "
+                "and, if the paired gates pass, to production."
+            ),
+        }
+        for scenario in scenarios
+    ]
     return [
         {
             "entrypoint": "flows/pipeline.py:pipeline_flow",
@@ -153,21 +301,27 @@ def deployments(cron: str, timezone: str, scenario: str) -> list[dict[str, Any]]
             "parameters": {},
             "description": "One GPU stage for one scenario, started by the pipeline and retraining flows.",
         },
-        {
-            "entrypoint": "flows/retrain.py:retrain_flow",
-            "name": "nightly",
-            "queue": "default",
-            "parameters": {"scenario": scenario, "gpu_deployment": GPU_DEPLOYMENT},
-            "cron": cron,
-            "timezone": timezone,
-            "description": "Refresh data, retrain the adapter, evaluate, register; promote if gates pass.",
-        },
+        *nightly,
         {
             "entrypoint": "flows/retrain.py:register_flow",
             "name": "register",
             "queue": "default",
             "parameters": {},
-            "description": "Register an adapter folder + metrics for a scenario; promote if its gates pass.",
+            "description": "Register an adapter folder + metrics + per-pair table; promote if its gates pass.",
+        },
+        {
+            "entrypoint": "flows/retrain.py:promote_flow",
+            "name": "promote",
+            "queue": "default",
+            "parameters": {},
+            "description": "Move a scenario's staging/production alias to a version (gates and order apply).",
+        },
+        {
+            "entrypoint": "flows/retrain.py:rollback_flow",
+            "name": "rollback",
+            "queue": "default",
+            "parameters": {},
+            "description": "Point a scenario's alias back at the version it had before.",
         },
         {
             "entrypoint": "flows/batch.py:batch_flow",
@@ -181,8 +335,41 @@ def deployments(cron: str, timezone: str, scenario: str) -> list[dict[str, Any]]
     ]
 
 
+def apply(spec: dict[str, Any], source: str, schedules: list[Any] | None) -> str:
+    """Create or update one deployment of `spec` on pool `pmg`; return `flow/deployment`."""
+    from prefect import flow
+
+    loaded = flow.from_source(source=source, entrypoint=spec["entrypoint"])
+    loaded.deploy(
+        name=spec["name"],
+        work_pool_name=POOL,
+        work_queue_name=spec["queue"],
+        parameters=spec["parameters"],
+        schedules=schedules,
+        description=spec["description"],
+        tags=["pmg"],
+        job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}},
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+    return f"{loaded.name}/{spec['name']}"
+
+
+def retrain_schedule(cron: str = "0 2 * * *", timezone: str = "UTC", interval: float | None = None) -> Any:
+    """The retraining schedule: `interval` seconds when given (trials), else the cron."""
+    from prefect.schedules import Cron, Interval
+
+    return Interval(timedelta(seconds=interval)) if interval else Cron(cron, timezone=timezone)
+
+
 def deploy(
-    source: str = str(ROOT), cron: str = "0 2 * * *", timezone: str = "UTC", scenario: str = "clothing"
+    source: str = str(ROOT),
+    cron: str = "0 2 * * *",
+    timezone: str = "UTC",
+    scenarios: Sequence[str] | None = None,
+    interval: float | None = None,
 ) -> list[str]:
     """Create or update every deployment on pool `pmg`; return their `flow/deployment` names.
 
@@ -192,29 +379,19 @@ def deploy(
             git URL.
         cron: the retraining schedule (default nightly at 02:00).
         timezone: the schedule's time zone.
-        scenario: the scenario the nightly retraining retrains.
+        scenarios: the scenarios with a nightly retraining; None takes
+            `train_soft.scenarios` of `params.yaml` (those with adapters).
+        interval: schedule the retrainings every `interval` seconds instead
+            of the cron (to watch the scheduler work).
     """
-    from prefect import flow
-    from prefect.schedules import Cron
+    if scenarios is None:
+        from pmg.config import load_params
 
+        scenarios = list(load_params(ROOT / "params.yaml").train_soft.scenarios)
     names = []
-    for spec in deployments(cron, timezone, scenario):
-        loaded = flow.from_source(source=source, entrypoint=spec["entrypoint"])
-        schedules = [Cron(spec["cron"], timezone=spec["timezone"])] if "cron" in spec else None
-        loaded.deploy(
-            name=spec["name"],
-            work_pool_name=POOL,
-            work_queue_name=spec["queue"],
-            parameters=spec["parameters"],
-            schedules=schedules,
-            description=spec["description"],
-            tags=["pmg"],
-            job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}},
-            build=False,
-            push=False,
-            print_next_steps=False,
-        )
-        names.append(f"{loaded.name}/{spec['name']}")
+    for spec in deployments(scenarios):
+        schedules = [retrain_schedule(cron, timezone, interval)] if spec.get("scheduled") else None
+        names.append(apply(spec, source, schedules))
     return names
 
 
@@ -228,17 +405,23 @@ def main(argv: list[str] | None = None) -> int:
         "--source", default=str(ROOT), help="code location for workers: this checkout or a git URL"
     )
     parser.add_argument("--cron", default="0 2 * * *", help="retraining schedule (default: nightly 02:00)")
+    parser.add_argument("--interval", type=float, help="retrain every N seconds instead (to try schedules)")
     parser.add_argument("--timezone", default="UTC")
-    parser.add_argument("--scenario", default="clothing", help="scenario the nightly retraining retrains")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        help="scenario with a nightly retraining (repeatable; default: train_soft.scenarios)",
+    )
     args = parser.parse_args(argv)
     if args.command in ("setup", "all"):
         done = setup(args.gpu_slots)
+        notes = ", ".join(repr(n) for n in done["notifications"]) or f"none ({WEBHOOK_ENV} unset)"
         print(
             f"work pool {done['pool']!r} (process), queues {done['queues']}, "
-            f"tag limit gpu={done['gpu_limit']}, automation {done['automation']!r}"
+            f"tag limit gpu={done['gpu_limit']}, automation {done['automation']!r}, notifications {notes}"
         )
     if args.command in ("deploy", "all"):
-        for name in deploy(args.source, args.cron, args.timezone, args.scenario):
+        for name in deploy(args.source, args.cron, args.timezone, args.scenario, args.interval):
             print(f"deployment {name} on pool {POOL!r}")
     return 0
 

@@ -497,6 +497,40 @@ def dispatch_gpu_stage(
 
 
 @task(
+    name="check-registry",
+    task_run_name="check-registry[{scenario}]",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    **retry_options(),
+)
+def check_registry(cfg: RegistryConfig, scenario: str) -> dict[str, Any]:
+    """Fail now, not after the training, if this worker cannot push `scenario`'s versions.
+
+    The worker's own environment holds the registry's credentials (boto3
+    reads `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` or `AWS_PROFILE` where
+    the flow runs): a worker started before they were exported fails here.
+    """
+    from pmg.registry import Registry
+
+    try:
+        found = Registry(cfg, scenario=scenario).check_writable()
+    except RegistryError as err:
+        raise RegistryError(
+            f"the registry cannot be written from this worker, so nothing was trained: {err}. "
+            "Export the registry's credentials (and params' registry.endpoint_url) in the worker's "
+            "environment before starting it (README, Model registry on S3)"
+        ) from err
+    get_run_logger().info(
+        "registry %s (bucket %s) writable for %s; %d version numbers taken",
+        found["endpoint"],
+        found["bucket"],
+        scenario,
+        found["versions"],
+    )
+    return found
+
+
+@task(
     name="register-version",
     task_run_name="register-version[{scenario}/{alias}]",
     cache_policy=NO_CACHE,
@@ -511,27 +545,58 @@ def register_version(
     params: dict[str, Any],
     reason: str,
     alias: str,
+    pairs: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Push the adapter as `scenario`'s next version; move its `alias` if the metric gates pass."""
-    from pmg.registry import register_and_maybe_promote
+    """Push the adapter as `scenario`'s next version; move it along the promotion order while gates pass.
 
-    version, promoted, report = register_and_maybe_promote(
-        cfg, adapter_dir, metrics, params, reason, scenario=scenario, alias=alias
-    )
-    get_run_logger().info(
+    Returns:
+        `{"scenario", "version", "promoted", "alias", "gates", "gate_report",
+        "refused", "moves", "identical_to"}`: `refused` is the refusal message
+        (None when promoted); `identical_to` is the existing version the
+        adapter is byte-identical to (then nothing was pushed or moved).
+    """
+    from pmg.registry import IdenticalAdapter, register_and_maybe_promote
+
+    logger = get_run_logger()
+    try:
+        done = register_and_maybe_promote(
+            cfg, adapter_dir, metrics, params, reason, scenario=scenario, alias=alias, pairs=pairs, overrides=overrides
+        )
+    except IdenticalAdapter as same:
+        logger.info("%s", same)
+        return {
+            "scenario": scenario,
+            "version": same.version,
+            "promoted": False,
+            "alias": alias,
+            "gates": {},
+            "gate_report": "",
+            "refused": None,
+            "moves": [],
+            "identical_to": same.version,
+        }
+    logger.info(
         "%s version %s %s; gates:\n%s",
         scenario,
-        version,
-        f"promoted to {alias}" if promoted else f"NOT promoted to {alias}",
-        report.describe(),
+        done.version,
+        f"promoted to {alias}" if done.promoted else f"NOT promoted to {alias}",
+        done.report.describe(),
     )
     return {
         "scenario": scenario,
-        "version": version,
-        "promoted": promoted,
+        "version": done.version,
+        "promoted": done.promoted,
         "alias": alias,
-        "gates": report.to_dict(),
-        "gate_report": report.describe(),
+        "gates": done.report.to_dict(),
+        "gate_report": done.report.describe(),
+        "refused": done.refused,
+        "moves": [
+            {"alias": m.alias, "from_version": m.from_version, "to_version": m.to_version, "forced": m.forced}
+            for m in done.moves
+            if m.changed
+        ],
+        "identical_to": None,
     }
 
 

@@ -74,10 +74,17 @@ def _cmd_registry_push(args: argparse.Namespace) -> int:
     recorded = {name: dumped[name] for name in (args.section or dumped)}
     registry = Registry(params.registry, scenario=args.scenario)
     manifest = registry.push(
-        args.adapter_dir, load_metrics(args.metrics), recorded, create_bucket=args.create_bucket
+        args.adapter_dir,
+        load_metrics(args.metrics),
+        recorded,
+        create_bucket=args.create_bucket,
+        pairs=args.pairs,
+        overrides=_overrides(args.set),
     )
+    evaluation = " + per-pair table" if manifest.evaluation else " (no per-pair table: gates cannot pass)"
     print(
-        f"pushed {args.scenario} version {manifest.version} ({len(manifest.files)} files) to {registry.url()}"
+        f"pushed {args.scenario} version {manifest.version} ({len(manifest.files)} files{evaluation}) "
+        f"to {registry.url()}"
     )
     return 0
 
@@ -85,7 +92,10 @@ def _cmd_registry_push(args: argparse.Namespace) -> int:
 def _cmd_registry_list(args: argparse.Namespace) -> int:
     import json
 
-    versions = _registry(args).versions()
+    from pmg.registry.views import versions_table
+
+    registry = _registry(args)
+    versions = registry.versions()
     if args.json:
         rows = [{**info.manifest.model_dump(mode="json"), "aliases": list(info.aliases)} for info in versions]
         print(json.dumps(rows, indent=2, sort_keys=True))
@@ -93,17 +103,26 @@ def _cmd_registry_list(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no versions of {args.scenario}")
         return 0
-    print(f"{'version':>7}  {'created_at':20}  {'git':8}  {'aliases':19}  metrics")
-    for info in versions:
-        m = info.manifest
-        metrics = " ".join(f"{name}={value:.4g}" for name, value in sorted(m.metrics.items()))
-        aliases = ",".join(info.aliases) or "-"
-        print(f"{m.version:>7}  {m.created_at:20}  {m.git_revision[:8]:8}  {aliases:19}  {metrics}")
+    print(versions_table(versions, [gate.metric for gate in registry.cfg.gates]))
     return 0
 
 
+def _announce_scenarios(args: argparse.Namespace) -> list[str]:
+    """The scenarios the `pmg-registry` artifact shows: those with adapters, and the one acted on."""
+    return [*_params(args).train_soft.scenarios, args.scenario]
+
+
 def _cmd_registry_promote(args: argparse.Namespace) -> int:
-    move = _registry(args).promote(args.version, to=args.to, reason=args.reason, force=args.force)
+    from pmg.registry import PromotionRefused
+    from pmg.registry.announce import announce_move, announce_refusal
+
+    registry = _registry(args)
+    log = _stderr_line
+    try:
+        move = registry.promote(args.version, to=args.to, reason=args.reason, force=args.force)
+    except PromotionRefused as refused:
+        announce_refusal(args.scenario, args.version, args.to, str(refused), log=log)
+        raise
     if move.report is not None and move.report.results:
         print(move.report.describe())
     if not move.changed:
@@ -111,13 +130,49 @@ def _cmd_registry_promote(args: argparse.Namespace) -> int:
     else:
         forced = " (forced)" if move.forced else ""
         print(f"{args.scenario} {move.alias}: {move.from_version or 'none'} -> {move.to_version}{forced}")
+        announce_move(registry.cfg, args.scenario, move, args.reason, _announce_scenarios(args), log=log)
     return 0
 
 
 def _cmd_registry_rollback(args: argparse.Namespace) -> int:
-    move = _registry(args).rollback(args.alias, reason=args.reason)
+    from pmg.registry.announce import announce_move
+
+    registry = _registry(args)
+    move = registry.rollback(args.alias, reason=args.reason)
     print(f"{args.scenario} {move.alias}: {move.from_version} -> {move.to_version} (rolled back)")
+    announce_move(registry.cfg, args.scenario, move, args.reason, _announce_scenarios(args), log=_stderr_line)
     return 0
+
+
+def _stderr_line(line: str) -> None:
+    print(f"pmg: {line}", file=sys.stderr)
+
+
+def _cmd_registry_status(args: argparse.Namespace) -> int:
+    from pmg.registry import Registry
+    from pmg.registry.views import status_table
+
+    params = _params(args)
+    scenarios = args.scenario or list(params.train_soft.scenarios)
+    statuses = [row for s in scenarios for row in Registry(params.registry, scenario=s).status()]
+    print(status_table(statuses, [gate.metric for gate in params.registry.gates]))
+    return 0
+
+
+def _cmd_registry_reproduce(args: argparse.Namespace) -> int:
+    from pmg.registry.reproduce import reproduce
+
+    registry = _registry(args)
+    report = reproduce(
+        registry,
+        args.version,
+        Path(args.workdir) if args.workdir else None,
+        command=args.command,
+        tolerance=args.tolerance,
+        log=print,
+    )
+    print(report.describe())
+    return 0 if report.matched else 1
 
 
 def _cmd_registry_history(args: argparse.Namespace) -> int:
@@ -184,6 +239,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if overall:
         values = ", ".join(f"{k} {v:.4f}" for k, v in overall.items() if isinstance(v, float))
         print(f"main run, all scenarios: {values}")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from pmg.summary import summary
+
+    print(summary(_params(args), Path("."), width=args.width))
     return 0
 
 
@@ -254,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--section", action="append", default=[], help="params section to record (repeatable; default: all)"
     )
     push.add_argument("--create-bucket", action="store_true", help="create the bucket if it does not exist")
+    push.add_argument(
+        "--pairs",
+        help="per-pair evaluation table stored with the version for the paired gates "
+        "(data/evaluate/<scenario>/pairs.parquet)",
+    )
     push.set_defaults(func=_cmd_registry_push)
     listing = registry_sub.add_parser("list", help="complete versions, their aliases and metrics")
     listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
@@ -280,6 +347,30 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("dest", help="destination folder (must not exist or be empty)")
     scenario_option(pull)
     pull.set_defaults(func=_cmd_registry_pull)
+    status = registry_sub.add_parser("status", help="where staging and production point, one row each")
+    status.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="scenario to show (repeatable; default: train_soft.scenarios)",
+    )
+    status.set_defaults(func=_cmd_registry_status)
+    again = registry_sub.add_parser(
+        "reproduce", help="re-run a version's recorded revision and params; compare its metrics"
+    )
+    again.add_argument("version", type=int)
+    scenario_option(again)
+    again.add_argument(
+        "--workdir", help="git worktree to create (default: .reproduce/<scenario>-v<version>)"
+    )
+    again.add_argument(
+        "--command",
+        help="what re-runs the pipeline there (default: dvc repro evaluate@<scenario>)",
+    )
+    again.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest metric difference counted as the same"
+    )
+    again.set_defaults(func=_cmd_registry_reproduce)
 
     prepare = sub.add_parser("prepare", help="canonical, validated tables per scenario")
     prepare.add_argument("--scenario", choices=["clothing", "movies", "emoji"], help="one scenario (default: all)")
@@ -307,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="the self-contained HTML report over all scenarios")
     report.set_defaults(func=_cmd_report)
+
+    summary = sub.add_parser("summary", help="the end-of-demo summary: headline, stage timings, report")
+    summary.add_argument("--width", type=int, default=120, help="widest line printed (default 120)")
+    summary.set_defaults(func=_cmd_summary)
 
     personalize = sub.add_parser("personalize", help="run the whole chain for one (user, target) pair")
     personalize.add_argument("--scenario", required=True, choices=["clothing", "movies", "emoji"])

@@ -39,6 +39,7 @@ s3_env = _registry.s3_env
 bucket_name = _registry.bucket_name
 registry_cfg = _registry.registry_cfg
 make_adapter = _registry.make_adapter
+pairs_table = _registry.pairs_table
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def _registry_overrides(cfg: RegistryConfig) -> dict[str, Any]:
 
 
 def test_register_flow_registers_and_promotes_by_the_gates(
-    registry_cfg: RegistryConfig, make_adapter: Any, in_tmp: Path
+    registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any, in_tmp: Path
 ) -> None:
     from prefect.artifacts import Artifact
 
@@ -43,6 +43,7 @@ def test_register_flow_registers_and_promotes_by_the_gates(
         adapter_dir=str(make_adapter(1)),
         metrics=good,
         scenario="clothing",
+        pairs=str(pairs_table(0.40, 0.30)),
         params_path=PARAMS,
         overrides=overrides,
         reason="nightly",
@@ -53,40 +54,69 @@ def test_register_flow_registers_and_promotes_by_the_gates(
         True,
         True,
     )
+    assert [(m["alias"], m["to_version"]) for m in first["moves"]] == [("staging", 1), ("production", 1)]
+    status = json.loads(Artifact.get("pmg-registry").data)
+    assert {(row["scenario"], row["alias"], row["version"]) for row in status} >= {
+        ("clothing", "staging", 1),
+        ("clothing", "production", 1),
+    }
 
-    # Worse personalisation than production by more than the tolerance: registered, not promoted.
+    # Worse personalisation than production on every pair: registered and staged, not promoted;
+    # the run ends in the distinct Failed state `Refused`, its message the failed gate.
     worse = {"lpips_history": 0.45, "lpips_target": 0.30}
-    second = register_flow(
+    state = register_flow(
         adapter_dir=str(make_adapter(2)),
         metrics=worse,
         scenario="clothing",
+        pairs=str(pairs_table(0.45, 0.30)),
         params_path=PARAMS,
         overrides=overrides,
         reason="nightly",
+        return_state=True,
     )
+    assert state.is_failed() and state.name == "Refused"
+    assert "FAIL lpips_history" in state.message and "over 40 common pairs" in state.message
+    second = state.result(raise_on_failure=False)
     assert (second["version"], second["promoted"]) == (2, False)
-    assert "FAIL lpips_history" in second["gate_report"]
+    assert [(m["alias"], m["to_version"]) for m in second["moves"]] == [("staging", 2)]
 
     registry = Registry(registry_cfg, scenario="clothing")
-    assert registry.resolve("production") == 1
+    assert (registry.resolve("production"), registry.resolve("staging")) == (1, 2)
     assert [info.version for info in registry.versions()] == [1, 2]
     manifest = registry.manifest(2)
     assert manifest.metrics["lpips_history"] == 0.45
     assert manifest.params["registry"]["bucket"] == registry_cfg.bucket  # the params that made it
+    assert manifest.overrides == overrides and "pairs.parquet" in manifest.evaluation
     assert registry.alias_history("production")[-1]["reason"] == "nightly"
-    artifact = Artifact.get("pmg-registry")
+    artifact = Artifact.get("pmg-registration")
     assert artifact is not None and "not** promoted" in artifact.data
     gates = Artifact.get("pmg-gates")
     assert gates is not None and {row["metric"] for row in json.loads(gates.data)} == {
         "lpips_history",
         "lpips_target",
     }
+    status = {(r["scenario"], r["alias"]): r["version"] for r in json.loads(Artifact.get("pmg-registry").data)}
+    assert status[("clothing", "staging")] == 2 and status[("clothing", "production")] == 1
+
+    # The same adapter again: no new version, a green `Unchanged` end.
+    same = register_flow(
+        adapter_dir=str(make_adapter(2)),
+        metrics=good,
+        scenario="clothing",
+        pairs=str(pairs_table(0.40, 0.30)),
+        params_path=PARAMS,
+        overrides=overrides,
+        return_state=True,
+    )
+    assert same.is_completed() and same.name == "Unchanged" and "byte-identical to version 2" in same.message
+    assert [info.version for info in registry.versions()] == [1, 2]
 
     # The same worse metrics are movies' first version, promoted: gated against movies' production.
     movies = register_flow(
         adapter_dir=str(make_adapter(3)),
         metrics=worse,
         scenario="movies",
+        pairs=str(pairs_table(0.45, 0.30)),
         params_path=PARAMS,
         overrides=overrides,
         reason="nightly",
@@ -94,6 +124,34 @@ def test_register_flow_registers_and_promotes_by_the_gates(
     assert (movies["scenario"], movies["version"], movies["promoted"]) == ("movies", 1, True)
     assert Registry(registry_cfg, scenario="movies").resolve("production") == 1
     assert registry.resolve("production") == 1 and [i.version for i in registry.versions()] == [1, 2]
+
+
+def test_promote_and_rollback_flows(
+    registry_cfg: RegistryConfig, make_adapter: Any, pairs_table: Any, in_tmp: Path
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.retrain import promote_flow, rollback_flow
+
+    overrides = _registry_overrides(registry_cfg)
+    registry = Registry(registry_cfg, scenario="clothing")
+    metrics = {"lpips_history": 0.4, "lpips_target": 0.3}
+    registry.push(make_adapter(1), metrics, {}, pairs=pairs_table(0.40, 0.30), git_revision="x")
+    registry.push(make_adapter(2), metrics, {}, pairs=pairs_table(0.50, 0.30), git_revision="x")
+    for version in (1, 2):
+        registry.promote(version, to="staging", reason="candidate")
+    common = {"scenario": "clothing", "params_path": PARAMS, "overrides": overrides}
+    done = promote_flow(version=1, to="production", reason="first", **common)
+    assert (done["from_version"], done["to_version"], done["changed"]) == (None, 1, True)
+    refused = promote_flow(version=2, to="production", reason="worse", return_state=True, **common)
+    assert refused.is_failed() and refused.name == "Refused" and "FAIL lpips_history" in refused.message
+    forced = promote_flow(version=2, to="production", reason="hotfix", force=True, **common)
+    assert forced["forced"] and registry.resolve("production") == 2
+    back = rollback_flow(alias="production", reason="bad", **common)
+    assert (back["from_version"], back["to_version"]) == (2, 1)
+    status = {(r["scenario"], r["alias"]): r for r in json.loads(Artifact.get("pmg-registry").data)}
+    assert status[("clothing", "production")]["version"] == 1
+    assert status[("clothing", "production")]["action"] == "rollback"
 
 
 def test_register_flow_refuses_an_adapter_of_another_scenario(
@@ -175,9 +233,11 @@ def test_batch_uses_each_scenarios_production_adapter(
     clothing = Registry(registry_cfg, scenario="clothing")
     for seed in (5, 6):
         clothing.push(make_adapter(seed), metrics, {}, git_revision="x")
+    clothing.promote(2, to="staging", reason="second")
     clothing.promote(2, to="production", reason="second")
     movies = Registry(registry_cfg, scenario="movies")
     movies.push(make_adapter(7), metrics, {}, git_revision="x")
+    movies.promote(1, to="staging", reason="first")
     movies.promote(1, to="production", reason="first")
 
     pairs = [
@@ -231,6 +291,7 @@ def test_batch_fails_before_any_pair_when_a_scenario_has_no_production(
 ) -> None:
     clothing = Registry(registry_cfg, scenario="clothing")
     clothing.push(make_adapter(5), {"lpips_history": 0.3, "lpips_target": 0.3}, {}, git_revision="x")
+    clothing.promote(1, to="staging", reason="first")
     clothing.promote(1, to="production", reason="first")
     state = batch_flow(
         pairs=[["clothing", "u2", "i4"], ["movies", "u3", "m1"]],
@@ -242,3 +303,49 @@ def test_batch_fails_before_any_pair_when_a_scenario_has_no_production(
     assert state.is_failed() and "'production' points at no version yet" in state.message
     assert "/movies/" in state.message
     assert fake_personalize == []
+
+
+def test_retrain_checks_the_registry_before_training_and_ends_refused(
+    s3_env: Any,
+    registry_cfg: RegistryConfig,
+    make_adapter: Any,
+    pairs_table: Any,
+    in_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stages are replaced by a recorder: what is checked is the order and the final states."""
+    import flows.retrain
+
+    calls: list[str] = []
+    adapters = iter([make_adapter(1), make_adapter(2)])
+    tables = iter([pairs_table(0.40, 0.30), pairs_table(0.47, 0.30)])
+
+    def fake_stages(params: Any, stages: Any, scenarios: list[str], **_: Any) -> dict:
+        calls.append("stages")
+        (name,) = scenarios
+        return {
+            "train_soft": {name: {"adapter_dir": str(next(adapters))}},
+            "evaluate": {name: {"lpips_history": 0.4, "lpips_target": 0.3}},
+        }
+
+    monkeypatch.setattr(flows.retrain, "run_stages", fake_stages)
+    monkeypatch.setattr(flows.retrain, "pairs_path", lambda params, scenario: next(tables))
+    monkeypatch.setattr(flows.retrain, "resolve_stages", lambda names, params: [])
+    overrides = _registry_overrides(registry_cfg)
+
+    # Credentials the registry rejects: the run fails before any stage, saying what to do.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    state = retrain_flow(scenario="clothing", params_path=PARAMS, overrides=overrides, return_state=True)
+    assert state.is_failed() and calls == []
+    assert "the registry cannot be written from this worker, so nothing was trained" in state.message
+    assert "credentials rejected" in state.message and "before starting it" in state.message
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.secret_key)
+
+    first = retrain_flow(scenario="clothing", params_path=PARAMS, overrides=overrides)
+    assert calls == ["stages"] and first["promoted"] and first["version"] == 1
+    # Worse on every pair: the parent run ends `Refused` too, with the registration's message.
+    state = retrain_flow(scenario="clothing", params_path=PARAMS, overrides=overrides, return_state=True)
+    assert state.is_failed() and state.name == "Refused" and "FAIL lpips_history" in state.message
+    outcome = state.result(raise_on_failure=False)
+    assert (outcome["version"], outcome["promoted"], "stages" in outcome) == (2, False, True)
+    assert Registry(registry_cfg, scenario="clothing").manifest(2).overrides == overrides
