@@ -91,14 +91,27 @@ def publish_status(cfg: RegistryConfig, scenarios: Iterable[str], *, log: Log = 
     if prefect_api() is None:
         log(f"pmg-registry artifact not refreshed: {_why_skipped()}")
         return False
-    from prefect.artifacts import create_table_artifact
+    import json
+
+    from prefect import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.context import FlowRunContext, TaskRunContext
 
     statuses = [row for scenario in dict.fromkeys(scenarios) for row in Registry(cfg, scenario=scenario).status()]
-    create_table_artifact(
-        key=ARTIFACT_KEY,
-        table=status_rows(statuses),
-        description="Where each scenario's staging and production aliases point (refreshed on every move).",
-    )
+    # Through the client, not `create_table_artifact`: that helper is deprecated outside runs
+    # (the CLI), and this way a run's artifact is still linked to the run.
+    flow_run, task_run = FlowRunContext.get(), TaskRunContext.get()
+    with get_client(sync_client=True) as client:
+        client.create_artifact(
+            ArtifactCreate(
+                key=ARTIFACT_KEY,
+                type="table",
+                data=json.dumps(status_rows(statuses)),
+                description="Where each scenario's staging and production aliases point (refreshed on every move).",
+                flow_run_id=flow_run.flow_run.id if flow_run and flow_run.flow_run else None,
+                task_run_id=task_run.task_run.id if task_run else None,
+            )
+        )
     return True
 
 
@@ -113,12 +126,29 @@ def _resource(scenario: str, alias: str, version: int | None) -> dict[str, str]:
 
 
 def _emit(event: str, resource: dict[str, str], payload: Mapping[str, Any]) -> None:
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
+    """Send one event: through the run's events worker in a flow run, else at once, to PREFECT_API_URL.
 
-    emit_event(event=event, resource=resource, payload=dict(payload))
-    # A CLI process may exit right after: send the event now, not at exit.
-    EventsWorker.drain_all()
+    In a flow run, Prefect's `emit_event` relates the event to the run (and
+    sends it in the background). Outside one (the CLI) the event is sent
+    before returning, over a client made for the API configured now: a CLI
+    process exits right after, and Prefect's shared events worker may have
+    been made for another API earlier in the same process.
+    """
+    import asyncio
+
+    from prefect.context import FlowRunContext
+    from prefect.events import Event, emit_event
+    from prefect.events.clients import get_events_client
+
+    if FlowRunContext.get() is not None:
+        emit_event(event=event, resource=resource, payload=dict(payload))
+        return
+
+    async def send() -> None:
+        async with get_events_client() as client:
+            await client.emit(Event(event=event, resource=resource, payload=dict(payload)))
+
+    asyncio.run(send())
 
 
 def announce_move(
