@@ -23,14 +23,12 @@ export DO_NOT_TRACK := 1
 
 .PHONY: demo test setup system-deps clean prefect-server prefect-deploy worker
 
+# Ends with a summary that fits 120 columns (headline table, stage timings,
+# the report's path); `dvc metrics show` prints every metric of every stage.
 demo: setup
 	dvc repro
 	@echo
-	@dvc metrics show
-	@echo
-	@echo "report: $(CURDIR)/data/report/index.html"
-	@echo
-	@cat data/report/headline.md 2>/dev/null || echo "no headline table: data/report/headline.md is missing"
+	@$(BIN)/pmg summary
 
 test: setup
 	$(BIN)/pytest
@@ -54,9 +52,10 @@ system-deps:
 
 # Prefect (see README, "Scheduled runs with Prefect"). The server and the
 # dashboard listen on 127.0.0.1 only; clients and workers reach it through
-# PREFECT_API_URL.
+# the PREFECT_API_URL of prefect.env, the file people read too
+# (`set -a; . ./prefect.env; set +a`), so both talk to the same server.
 PREFECT_PORT ?= 4200
-PREFECT_SERVER_URL := http://127.0.0.1:$(PREFECT_PORT)/api
+PREFECT_ENV := export PMG_PREFECT_PORT=$(PREFECT_PORT) && set -a && . $(CURDIR)/prefect.env && set +a &&
 # `make worker WORK_QUEUE=gpu WORKER_LIMIT=1` on each GPU (CUDA_VISIBLE_DEVICES=N);
 # no WORK_QUEUE polls every queue of the pool (one machine does everything).
 WORK_QUEUE ?=
@@ -66,16 +65,19 @@ GPU_SLOTS ?= 1
 DEPLOY_SOURCE ?=
 
 prefect-server: setup
-	PREFECT_API_URL=$(PREFECT_SERVER_URL) PREFECT_UI_API_URL=$(PREFECT_SERVER_URL) \
-	  $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	$(PREFECT_ENV) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
-# Work pool `pmg`, queues, the `gpu` tag limit and every deployment (idempotent).
+# Work pool `pmg`, queues, the `gpu` tag limit, the automations (notifications
+# through a webhook when PMG_NOTIFY_WEBHOOK_URL is set) and every deployment
+# (idempotent).
 prefect-deploy: setup
-	PREFECT_API_URL=$(PREFECT_SERVER_URL) $(BIN)/python -m flows.deploy all --gpu-slots $(GPU_SLOTS) \
+	$(PREFECT_ENV) $(BIN)/python -m flows.deploy all --gpu-slots $(GPU_SLOTS) \
 	  $(if $(DEPLOY_SOURCE),--source $(DEPLOY_SOURCE))
 
+# Export the registry's credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)
+# before starting a worker: its flow runs inherit its environment.
 worker: setup
-	PREFECT_API_URL=$(PREFECT_SERVER_URL) $(BIN)/prefect worker start --pool pmg --type process \
+	$(PREFECT_ENV) $(BIN)/prefect worker start --pool pmg --type process \
 	  $(if $(WORK_QUEUE),--work-queue $(WORK_QUEUE)) $(if $(WORKER_LIMIT),--limit $(WORKER_LIMIT))
 
 clean:

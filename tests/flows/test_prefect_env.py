@@ -1,0 +1,55 @@
+"""`prefect.env`: the settings `make` and people share, so `prefect ...` reaches the project's server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings_after_sourcing(cwd: Path, port: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PMG_"))}
+    env["HOME"] = str(cwd)  # a ~/.prefect would land here
+    if port:
+        env["PMG_PREFECT_PORT"] = port
+    probe = (
+        "from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH;"
+        "print(PREFECT_HOME.value()); print(PREFECT_API_URL.value()); print(PREFECT_LOCAL_STORAGE_PATH.value())"
+    )
+    done = subprocess.run(
+        ["bash", "-c", f'set -a; . "{ROOT / "prefect.env"}"; set +a; "{sys.executable}" -c "{probe}"'],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    home, api, storage = done.stdout.strip().splitlines()[-3:]
+    return {"home": home, "api": api, "storage": storage}
+
+
+def test_prefect_env_points_at_the_project_server_and_keeps_state_in_the_checkout(tmp_path: Path) -> None:
+    # Read from another folder: the paths still name this checkout (not the cwd, not ~).
+    found = _settings_after_sourcing(tmp_path)
+    assert found == {
+        "home": str(ROOT / ".prefect"),
+        "api": "http://127.0.0.1:4200/api",
+        "storage": str(ROOT / ".prefect" / "results"),
+    }
+    assert _settings_after_sourcing(tmp_path, port="4300")["api"] == "http://127.0.0.1:4300/api"
+    assert not (tmp_path / ".prefect").exists()
+
+
+def test_the_makefiles_prefect_targets_read_prefect_env() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "PREFECT_ENV := export PMG_PREFECT_PORT=$(PREFECT_PORT) && set -a && . $(CURDIR)/prefect.env" in makefile
+    for target in ("prefect-server", "prefect-deploy", "worker"):
+        recipe = re.search(rf"^{target}:.*\n\t(.*)", makefile, re.MULTILINE)
+        assert recipe is not None and recipe.group(1).startswith("$(PREFECT_ENV) "), target
+    # And everything else keeps Prefect's state in the checkout too.
+    assert "export PREFECT_HOME := $(CURDIR)/.prefect" in makefile
