@@ -99,12 +99,13 @@ def summary(params: Params, root: Path = Path("."), *, width: int = 120) -> str:
     """The summary text (see the module docstring), every line at most `width` columns."""
     report_dir = root / params.report.out
     headline = report_dir / HEADLINE_FILE
+    shown = Path(params.report.out) / HEADLINE_FILE  # as params.yaml names it
     lines = ["PMG: summary of the last run", ""]
     if headline.is_file():
-        lines.append(f"Headline ({headline.relative_to(root) if not headline.is_absolute() else headline}):")
+        lines.append(f"Headline ({shown}):")
         lines += headline.read_text(encoding="utf-8").rstrip("\n").splitlines()
     else:
-        lines.append(f"no headline table: {headline} is missing (run the report stage)")
+        lines.append(f"no headline table: {shown} is missing (run the report stage)")
     lines += ["", f"Stage timings ({TIMINGS}/):"]
     lines += timing_lines(timings(root, pipeline_stages(root)))
     index = (report_dir / "index.html").resolve()

@@ -53,6 +53,7 @@ Adapter folder (written atomically: a temporary sibling, then a rename)::
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import shutil
@@ -218,6 +219,18 @@ def _base_model(model: nn.Module) -> nn.Module:
     return base if isinstance(base, nn.Module) else model
 
 
+def _with_cache(base: nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword that hands `cache` (a `transformers.Cache`) to `base.forward`.
+
+    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns
+    and is removed in 5.40); 5.0-5.23 know only `past_key_values`. The
+    forward's own signature says which, so the whole `transformers>=5,<6`
+    range works without a FutureWarning.
+    """
+    name = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+    return {name: cache}
+
+
 # ------------------------------------------------------------------------ model
 
 
@@ -352,7 +365,8 @@ class SoftPreferenceModel(nn.Module):
         model = self.llm.model
         cache = DynamicCache(config=_text_config(model))
         input_ids = torch.tensor([ids], device=self.llm.device)
-        output = _base_model(model)(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        base = _base_model(model)
+        output = base(input_ids=input_ids, use_cache=True, **_with_cache(base, cache))
         layers = [torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]
         hidden_rms = float(output.last_hidden_state.float().pow(2).mean().sqrt())
         return torch.stack(layers).float(), hidden_rms
@@ -465,12 +479,13 @@ class SoftPreferenceModel(nn.Module):
             )
             prefix_mask = torch.ones(batch, self.prefix_length, dtype=mask.dtype, device=mask.device)
             mask = torch.cat([prefix_mask, mask], dim=1)  # (B, S + T + L)
-        output = _base_model(model)(
+        base = _base_model(model)
+        output = base(
             inputs_embeds=inputs_embeds,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=cache is not None,
+            **_with_cache(base, cache),
         )
         hidden = output.last_hidden_state[:, -self.num_tokens :]  # (B, L, W)
         return self.projection(hidden.float())  # (B, L, D)
