@@ -11,11 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _settings_after_sourcing(cwd: Path, port: str | None = None) -> dict[str, str]:
+def _settings_after_sourcing(cwd: Path, **pmg: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PMG_"))}
     env["HOME"] = str(cwd)  # a ~/.prefect would land here
-    if port:
-        env["PMG_PREFECT_PORT"] = port
+    env.update({f"PMG_{name.upper()}": value for name, value in pmg.items()})
     probe = (
         "from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH;"
         "print(PREFECT_HOME.value()); print(PREFECT_API_URL.value()); print(PREFECT_LOCAL_STORAGE_PATH.value())"
@@ -41,7 +40,9 @@ def test_prefect_env_points_at_the_project_server_and_keeps_state_in_the_checkou
         "api": "http://127.0.0.1:4200/api",
         "storage": str(ROOT / ".prefect" / "results"),
     }
-    assert _settings_after_sourcing(tmp_path, port="4300")["api"] == "http://127.0.0.1:4300/api"
+    assert _settings_after_sourcing(tmp_path, prefect_port="4300")["api"] == "http://127.0.0.1:4300/api"
+    remote = _settings_after_sourcing(tmp_path, prefect_api_url="http://10.0.0.5:4200/api")
+    assert remote["api"] == "http://10.0.0.5:4200/api"
     assert not (tmp_path / ".prefect").exists()
 
 
