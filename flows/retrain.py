@@ -39,6 +39,7 @@ from flows.pipeline import choose_scenarios, run_stages
 from flows.tasks import check_registry, register_version, resolve_stages
 from pmg.config import Params, load_params, parse_params
 from pmg.errors import ConfigError
+from pmg.stages.catalogue import PAIRS_TABLE, Catalogue
 
 #: What a retraining runs. The zoo (the mini profile's base models) is not
 #: rebuilt: retraining is of the adapter, over refreshed data.
@@ -55,7 +56,7 @@ def _scenarios_with_adapters(params: Params, scenario: str) -> list[str]:
 
 def pairs_path(params: Params, scenario: str) -> Path:
     """The evaluate stage's per-pair table of `scenario` (what the paired gates compare)."""
-    return Path(params.evaluate.out) / scenario / "pairs.parquet"
+    return Catalogue(params).evaluation(scenario) / PAIRS_TABLE
 
 
 @flow(name="pmg-register")

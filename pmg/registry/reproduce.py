@@ -11,11 +11,15 @@
 3. shares this checkout's DVC cache and asset download cache with the
    worktree (`.dvc/config.local`, a `.asset-cache` link), so unchanged
    inputs are not fetched again;
-4. removes the worktree's committed `metrics/evaluate/<scenario>.json` (so a
+4. removes the worktree's committed evaluation metrics (`metrics_path`, so a
    stale file cannot pass for a result) and runs the command (default
    `dvc repro evaluate@<scenario>`) there;
 5. compares the metrics it wrote with the recorded ones, metric by metric,
-   and says whether the re-trained adapter is byte-identical.
+   and says whether the re-trained adapter (`adapter_path`) is byte-identical.
+
+Where the evaluation metrics and the adapter land is the caller's to say
+(`pmg.stages.catalogue.Catalogue.metrics` and `.adapter`, as `pmg registry
+reproduce` does): paths relative to the worktree's root.
 
 The worktree is left for inspection (`git worktree remove <dir>` drops it).
 A version recorded from a dirty work tree cannot be reproduced exactly; the
@@ -63,7 +67,7 @@ class Reproduction:
         revision: the git revision checked out.
         checks: one per recorded metric.
         adapter_identical: whether the re-trained adapter is byte-identical
-            (None: no adapter folder where the params say).
+            (None: no adapter folder at `adapter_path`).
         dirty_paths: paths that were uncommitted when the version was pushed.
         overrides: the recorded overrides.
         tolerance: the largest difference counted as a match.
@@ -135,6 +139,8 @@ def reproduce(
     version: int,
     workdir: Path | None = None,
     *,
+    metrics_path: Path,
+    adapter_path: Path,
     command: str | None = None,
     tolerance: float = 1e-4,
     repo: Path = Path("."),
@@ -146,6 +152,10 @@ def reproduce(
         registry: the scenario's registry.
         version: the version to reproduce.
         workdir: the worktree to create; must not exist (or be empty).
+        metrics_path: the evaluation metrics the command writes, relative to
+            the worktree (`metrics/evaluate/<scenario>.json`).
+        adapter_path: the adapter folder the command trains, relative to the
+            worktree (`data/soft/<scenario>`).
         command: the shell command that re-runs the pipeline in the
             worktree (`{scenario}` is filled in); default `dvc repro
             evaluate@<scenario>`.
@@ -173,10 +183,10 @@ def reproduce(
     params = recorded_params(revision_params, manifest.params)
     params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     _share_caches(repo, workdir)
-    metrics_file = workdir / "metrics" / "evaluate" / f"{scenario}.json"
+    metrics_file = workdir / metrics_path
     metrics_file.unlink(missing_ok=True)
 
-    line = (command or _DEFAULT_COMMAND).format(scenario=scenario)
+    line = (command or _DEFAULT_COMMAND).replace("{scenario}", scenario)  # other braces stay (JSON, shell)
     log(f"running `{line}` in {workdir}")
     done = subprocess.run(line, shell=True, cwd=workdir, env=_env(workdir), check=False)
     if done.returncode != 0:
@@ -184,7 +194,7 @@ def reproduce(
     if not metrics_file.is_file():
         raise RegistryError(f"`{line}` wrote no {metrics_file.relative_to(workdir)}: nothing to compare")
     reproduced = mf.load_metrics(metrics_file)
-    adapter_dir = workdir / str((params.get("train_soft") or {}).get("out", "data/soft")) / scenario
+    adapter_dir = workdir / adapter_path
     identical = None
     if adapter_dir.is_dir():
         files = {name: mf.FileEntry(sha256=mf.sha256_file(p), size=p.stat().st_size)
