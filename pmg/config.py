@@ -763,6 +763,81 @@ class ReportConfig(Section):
     grid_tile: int = Field(default=64, ge=16, le=256)
 
 
+# --------------------------------------------------------------------- recommend
+
+
+class RecommendConfig(Section):
+    """The recommendation experiment (PMG §4.6, RQ5, Table 4): MMGCN with image features.
+
+    Sized for `make demo` on 2 CPU cores (see `benchmarks/bench_recommend.py`):
+    the default movie world (ML-100K, 943 users, ~1,680 movies, ~55k
+    positives) trains one setting and seed in about 10-20 s, so 4 settings x
+    3 seeds stay well inside the stage's 8-minute budget.
+
+    Attributes:
+        out: output folder (features, tables, curves).
+        scenario: the scenario whose interactions and item images are used
+            (the paper: MovieLens, `movies`).
+        settings: the Table-4 settings to run (`pmg.recommend.data.SETTINGS`).
+        seeds: training seeds; each setting runs once per seed (>= 3 for
+            the reported intervals).
+        holdout_last: positives held out per validation/test user (2 = the
+            items after PMG's history window: the target and supervision items).
+        max_users: keep the first this many users by id; null keeps all.
+        dim: ID embedding and layer width.
+        latent_dim: width visual features are projected to.
+        layers: graph layers per branch (MMGCN's code: 3).
+        epochs: passes over the training edges.
+        batch_size: training edges per step (each step runs the whole graph).
+        lr: Adam's learning rate.
+        reg_weight: L2 penalty on the batch's ID embeddings and preferences.
+        validate_every: validation (epoch selection) every this many epochs.
+        select_metric: the validation metric that picks the epoch.
+        top_k: cut-offs of Recall@K and NDCG@K.
+        bootstrap_resamples: replicates of the 95% intervals.
+        max_generated_users: preference-only images are generated for at most
+            this many users (the first by id among those with keywords);
+            null = all users with keywords.
+    """
+
+    out: str = "data/recommend"
+    scenario: Scenario = "movies"
+    settings: tuple[Literal["no_image", "item_image", "mean_user", "generated_user"], ...] = (
+        "no_image", "item_image", "mean_user", "generated_user",
+    )  # fmt: skip
+    seeds: tuple[int, ...] = (0, 1, 2)
+    holdout_last: int = Field(default=2, ge=1)
+    max_users: int | None = Field(default=None, ge=1)
+    dim: int = Field(default=64, ge=1)
+    latent_dim: int = Field(default=64, ge=1)
+    layers: int = Field(default=2, ge=1)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=4096, ge=1)
+    lr: float = Field(default=0.005, gt=0)
+    reg_weight: float = Field(default=1e-4, ge=0)
+    validate_every: int = Field(default=5, ge=1)
+    select_metric: str = "recall@20"
+    top_k: tuple[int, ...] = (10, 20)
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+    max_generated_users: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RecommendConfig:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list without repeats, got {list(self.seeds)}")
+        if not self.settings or len(set(self.settings)) != len(self.settings):
+            raise ValueError(f"settings must be a non-empty list without repeats, got {list(self.settings)}")
+        if not self.top_k or min(self.top_k) < 1:
+            raise ValueError(f"top_k must be positive cut-offs, got {list(self.top_k)}")
+        metric, _, k = self.select_metric.partition("@")
+        if metric not in ("recall", "ndcg") or not k.isdigit() or int(k) not in self.top_k:
+            raise ValueError(
+                f"select_metric must be recall@K or ndcg@K with K in top_k {list(self.top_k)}, "
+                f"got {self.select_metric!r}"
+            )
+        return self
+
+
 # ------------------------------------------------------------------------ params
 
 
@@ -782,6 +857,7 @@ class Params(Section):
     train_soft: TrainSoftConfig = TrainSoftConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    recommend: RecommendConfig = RecommendConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Params:
