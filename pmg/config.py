@@ -811,10 +811,10 @@ class RecommendConfig(Section):
     dim: int = Field(default=64, ge=1)
     latent_dim: int = Field(default=64, ge=1)
     layers: int = Field(default=2, ge=1)
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=4096, ge=1)
     lr: float = Field(default=0.005, gt=0)
-    reg_weight: float = Field(default=1e-4, ge=0)
+    reg_weight: float = Field(default=1e-3, ge=0)
     validate_every: int = Field(default=5, ge=1)
     select_metric: str = "recall@20"
     top_k: tuple[int, ...] = (10, 20)
