@@ -116,10 +116,12 @@ def bootstrap_interval(
     n_seeds, n_users = values.shape
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
-    for b in range(resamples):
-        seeds = rng.integers(0, n_seeds, n_seeds)
-        users = rng.integers(0, n_users, n_users)
-        means[b] = values[np.ix_(seeds, users)].mean()
+    chunk = max(1, 2**22 // values.size)  # replicates per gather: about 32 MB of float64 at a time
+    for start in range(0, resamples, chunk):
+        b = min(chunk, resamples - start)
+        seeds = rng.integers(0, n_seeds, (b, n_seeds))  # (b, S)
+        users = rng.integers(0, n_users, (b, n_users))  # (b, U)
+        means[start : start + b] = values[seeds[:, :, None], users[:, None, :]].mean(axis=(1, 2))
     alpha = (1.0 - level) / 2
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(values.mean()), float(low), float(high)
