@@ -16,7 +16,8 @@ What is printed, per model:
   sparse aggregation (2 · nnz · width per product, forward and backward) —
   and the achieved rate as a share of the machine's dense fp32 matmul rate,
   measured in the same run (square `--matmul-size` products, best of 5);
-* the projected time of the stage's training: epochs × settings × seeds.
+* the projected time of the stage's training: epochs × settings × seeds, in wall
+  seconds here and in CPU seconds (what an idle machine would need with one thread).
 
 Timings are minima over repeats and the load average is printed: on a shared
 machine the absolute figures move with the load, the share less so.
@@ -43,12 +44,14 @@ from pmg.recommend.mmgcn import MMGCN, MeanAdjacency, NegativeSampler, edges_ten
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_rate(size: int, repeat: int = 5) -> float:
-    """Best fp32 GFLOP/s of a (size x size) @ (size x size) product on this machine."""
+def matmul_rate(size: int, repeat: int = 5) -> tuple[float, float]:
+    """fp32 GFLOP/s of a (size x size) @ (size x size) product: best wall-clock rate, and per CPU second."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b  # warm-up
+    cpu_started = time.process_time()
     best = min(_timed(lambda: a @ b) for _ in range(repeat))
-    return 2 * size**3 / best / 1e9
+    cpu = (time.process_time() - cpu_started) / repeat
+    return 2 * size**3 / best / 1e9, 2 * size**3 / cpu / 1e9
 
 
 def _timed(fn) -> float:
@@ -78,8 +81,10 @@ def graph(prepared: Path, min_rating: float) -> tuple[np.ndarray, int, int, str]
     return np.stack([codes // n_items, codes % n_items], 1), n_users, n_items, "random graph of ML-100K's size"
 
 
-def bench_model(name: str, model: MMGCN, adjacency: MeanAdjacency, edges: np.ndarray, cfg, args) -> float:
-    """Time training steps of one model; print throughput and matmul share. Returns seconds per epoch."""
+def bench_model(
+    name: str, model: MMGCN, adjacency: MeanAdjacency, edges: np.ndarray, cfg, args
+) -> tuple[float, float]:
+    """Time training steps of one model; print throughput and matmul share. Returns wall and CPU s per epoch."""
     users, items = edges_tensor(edges)
     sampler = NegativeSampler(users, items, model.n_items, torch.Generator().manual_seed(0))
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -103,7 +108,9 @@ def bench_model(name: str, model: MMGCN, adjacency: MeanAdjacency, edges: np.nda
         widths[cfg.layers] = cfg.latent_dim  # ...but the visual branch's first layer aggregates its latent width
     nnz = adjacency.forward_csr.values().numel()
     sparse = sum(2 * nnz * w * 2 for w in widths)  # forward and backward product per aggregation
+    cpu_started = time.process_time()
     seconds = min(_timed(lambda: [step() for _ in range(args.steps)]) for _ in range(args.repeat)) / args.steps
+    cpu = (time.process_time() - cpu_started) / (args.steps * args.repeat)  # CPU seconds per step, all threads
     steps_per_epoch = -(-len(edges) // batch)
     rate = (dense + sparse) / seconds / 1e9
     print(
@@ -111,9 +118,12 @@ def bench_model(name: str, model: MMGCN, adjacency: MeanAdjacency, edges: np.nda
         f"{steps_per_epoch} steps per epoch\n"
         f"  {1 / seconds:6.2f} steps/s   {batch / seconds:10,.0f} edges/s   {seconds * steps_per_epoch:6.2f} s/epoch\n"
         f"  {(dense + sparse) / 1e9:.3f} GFLOP per step ({dense / 1e9:.3f} dense, {sparse / 1e9:.3f} sparse): "
-        f"{rate:.2f} GFLOP/s = {100 * rate / args.matmul_gflops:.1f}% of the fp32 matmul rate"
+        f"{rate:.2f} GFLOP/s = {100 * rate / args.matmul_gflops:.1f}% of the fp32 matmul rate\n"
+        f"  {cpu:.3f} CPU s per step (wall {seconds:.3f} s): {cpu * steps_per_epoch:.2f} CPU s per epoch; "
+        f"{(dense + sparse) / cpu / 1e9:.2f} GFLOP per CPU s = {100 * (dense + sparse) / cpu / 1e9 / args.matmul_cpu:.1f}% "
+        f"of the matmul's rate per CPU s (less load-bound)"
     )
-    return seconds * steps_per_epoch
+    return seconds * steps_per_epoch, cpu * steps_per_epoch
 
 
 def main() -> None:
@@ -131,8 +141,11 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.recommend
     print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()}")
-    args.matmul_gflops = matmul_rate(args.matmul_size)
-    print(f"fp32 matmul ({args.matmul_size}^3, best of 5): {args.matmul_gflops:.1f} GFLOP/s")
+    args.matmul_gflops, args.matmul_cpu = matmul_rate(args.matmul_size)
+    print(
+        f"fp32 matmul ({args.matmul_size}^3, best of 5): {args.matmul_gflops:.1f} GFLOP/s wall, "
+        f"{args.matmul_cpu:.1f} GFLOP per CPU second"
+    )
 
     edges, n_users, n_items, source = graph(Path(args.prepared), params.prepare.movies.min_rating)
     print(f"graph: {source}: {n_users} users, {n_items} items, {len(edges):,} training edges")
@@ -149,11 +162,14 @@ def main() -> None:
 
     image_settings = sum(s != "no_image" for s in cfg.settings)
     id_settings = len(cfg.settings) - image_settings
-    total = cfg.epochs * len(cfg.seeds) * (id_settings * epoch_ids + image_settings * epoch_visual)
+    wall, cpu = (
+        cfg.epochs * len(cfg.seeds) * (id_settings * epoch_ids[i] + image_settings * epoch_visual[i]) for i in (0, 1)
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
         f"\nprojected training of the stage: {len(cfg.settings)} settings x {len(cfg.seeds)} seeds x "
-        f"{cfg.epochs} epochs = {total / 60:.1f} min (validation excluded); peak RSS {peak:.2f} GiB"
+        f"{cfg.epochs} epochs = {wall / 60:.1f} min wall here, {cpu / 60:.1f} CPU min "
+        f"(validation excluded); peak RSS {peak:.2f} GiB"
     )
     print(f"load average now {os.getloadavg()}")
 
