@@ -55,8 +55,9 @@ import pandas as pd
 from pmg.errors import DataError
 from pmg.io import atomic_path
 from pmg.method.describe import natural_key
+from pmg.schemas import RECOMMEND_SETTINGS
 
-SETTINGS = ("no_image", "item_image", "mean_user", "generated_user")
+SETTINGS = RECOMMEND_SETTINGS  # ("no_image", "item_image", "mean_user", "generated_user")
 SETTING_LABELS = {
     "no_image": "no image",
     "item_image": "item images only",

@@ -153,3 +153,13 @@ def test_feature_files_round_trip_and_fail_clearly(tmp_path: Path) -> None:
     np.savez(tmp_path / "short.npz", ids=np.array(["a"]), features=np.zeros((2, 3)))
     with pytest.raises(DataError, match="do not match"):
         read_features(tmp_path / "short.npz")
+
+
+def test_the_settings_are_named_once() -> None:
+    from typing import get_args
+
+    from pmg.config import RecommendConfig
+    from pmg.recommend.data import SETTING_LABELS, SETTINGS
+
+    allowed = get_args(get_args(RecommendConfig.model_fields["settings"].annotation)[0])
+    assert allowed == SETTINGS == tuple(SETTING_LABELS)
