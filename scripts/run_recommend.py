@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="data/cache/preference_images")
     parser.add_argument("--metrics", default="metrics/recommend")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
