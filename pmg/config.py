@@ -791,7 +791,7 @@ class RecommendConfig(Section):
     """
 
     out: str = "data/recommend"
-    scenario: Scenario = "movies"
+    scenario: str = "movies"
     settings: tuple[Literal["no_image", "item_image", "mean_user", "generated_user"], ...] = (
         "no_image", "item_image", "mean_user", "generated_user",
     )  # fmt: skip
@@ -810,6 +810,11 @@ class RecommendConfig(Section):
     top_k: tuple[int, ...] = (10, 20)
     bootstrap_resamples: int = Field(default=2000, ge=100)
     max_generated_users: int | None = Field(default=None, ge=1)
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, scenario: str) -> str:
+        return _registered((scenario,))[0]
 
     @model_validator(mode="after")
     def _check(self) -> RecommendConfig:
