@@ -8,6 +8,7 @@
 - `experiment`: every setting × seed, and the metrics document.
 
 The preference-only images themselves come from
-`pmg.method.preference_image`. Nothing here reads or writes files except
-`data.read_features` / `data.write_features` (the feature file format).
+`pmg.method.preference_image`. Nothing here reads or writes files (the
+feature file format is `pmg.io.read_features` / `write_features`); the
+`recommend` stages (`pmg.stages.recommend`) load, run and save.
 """

@@ -44,17 +44,16 @@ Bad input, by stated rule (counted in `InteractionSplit.counts` and
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pmg.errors import DataError
-from pmg.io import atomic_path
-from pmg.method.describe import natural_key
+from pmg.text import natural_key
 from pmg.schemas import RECOMMEND_SETTINGS
 
 SETTINGS = RECOMMEND_SETTINGS  # ("no_image", "item_image", "mean_user", "generated_user")
@@ -104,6 +103,34 @@ class InteractionSplit:
         starts = np.searchsorted(edges[:, 0], users, side="left")
         ends = np.searchsorted(edges[:, 0], users, side="right")
         return [edges[s:e, 1] for s, e in zip(starts, ends)]
+
+
+def hash_share(user: str) -> float:
+    """A user's position in [0, 1): the first 8 bytes of sha256(user id), stable across runs and user sets."""
+    return int.from_bytes(hashlib.sha256(str(user).encode()).digest()[:8], "big") / 2**64
+
+
+def hash_user_split(
+    users: Sequence[str], *, validation_fraction: float, test_fraction: float
+) -> tuple[list[str], list[str]]:
+    """Validation and test users by hash: share < validation_fraction, then the next test_fraction.
+
+    The project has no user-level split of its own yet (`prepare` splits each
+    user's sequence, not the users), so the recommender holds users out by
+    the hash of their id: a user's side never depends on which other users
+    are present (a larger world keeps the smaller one's assignments).
+
+    Raises:
+        ValueError: fractions outside [0, 1) or summing to 1 or more.
+    """
+    if not (0 <= validation_fraction < 1 and 0 < test_fraction < 1 and validation_fraction + test_fraction < 1):
+        raise ValueError(
+            f"fractions must be in [0, 1) and sum below 1, got validation {validation_fraction}, test {test_fraction}"
+        )
+    shares = {u: hash_share(u) for u in users}
+    validation = [u for u in users if shares[u] < validation_fraction]
+    test = [u for u in users if validation_fraction <= shares[u] < validation_fraction + test_fraction]
+    return validation, test
 
 
 def positive_sequences(interactions: pd.DataFrame, min_rating: float | None) -> dict[str, list[str]]:
@@ -372,40 +399,6 @@ def setting_inputs(
     return SettingInputs(setting, item_features.values, item_features.mask, user.values, user.mask, counts)
 
 
-# ---------------------------------------------------------------- feature files
-
-
-def write_features(path: str | Path, ids: Sequence[str], values: np.ndarray) -> None:
-    """Save features as `.npz` (`ids` (N,) str, `features` (N, D) float32), atomically."""
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 2 or values.shape[0] != len(ids):
-        raise ValueError(f"features must be ({len(ids)}, D); got {values.shape}")
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, ids=np.asarray([str(i) for i in ids], dtype=str), features=values)
-
-
-def read_features(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Load a feature file written by `write_features`.
-
-    Raises:
-        DataError: the file is missing, not an `.npz` of that layout, or its
-            ids and rows disagree; the message names the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "feature file does not exist (run the stage that makes it)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            ids, features = data["ids"], data["features"]
-    except Exception as err:  # noqa: BLE001 - any parse failure becomes a clear message
-        raise DataError(path, f"not a feature file (.npz with 'ids' and 'features'): {err}") from None
-    if features.ndim != 2 or ids.ndim != 1 or len(ids) != features.shape[0]:
-        raise DataError(path, f"'ids' {ids.shape} and 'features' {features.shape} do not match")
-    if len(set(ids.tolist())) != len(ids):
-        raise DataError(path, "duplicate ids", column="ids")
-    return [str(i) for i in ids], features.astype(np.float32)
-
-
 __all__ = [
     "SETTINGS",
     "SETTING_LABELS",
@@ -415,12 +408,12 @@ __all__ = [
     "align_features",
     "check_no_leak",
     "common_user_mask",
+    "hash_share",
+    "hash_user_split",
     "history_items",
     "mean_history_features",
     "positive_sequences",
-    "read_features",
     "restrict",
     "setting_inputs",
     "split_interactions",
-    "write_features",
 ]

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 
 from pmg.errors import DataError
+from pmg.io import read_features, write_features
 from pmg.recommend.data import (
+    hash_user_split,
     align_features,
     check_no_leak,
     common_user_mask,
     history_items,
     mean_history_features,
-    read_features,
     restrict,
     setting_inputs,
     split_interactions,
-    write_features,
 )
 
 ITEMS = [f"m{i}" for i in range(1, 11)]
@@ -163,3 +163,16 @@ def test_the_settings_are_named_once() -> None:
 
     allowed = get_args(get_args(RecommendConfig.model_fields["settings"].annotation)[0])
     assert allowed == SETTINGS == tuple(SETTING_LABELS)
+
+
+def test_hash_user_split_is_stable_disjoint_and_sized() -> None:
+    users = [f"u{i}" for i in range(2000)]
+    validation, test = hash_user_split(users, validation_fraction=0.1, test_fraction=0.2)
+    assert not set(validation) & set(test)
+    assert 150 < len(validation) < 250 and 330 < len(test) < 470
+    # a user's side depends on its id alone, not on who else is in the list
+    sub_validation, sub_test = hash_user_split(users[:500], validation_fraction=0.1, test_fraction=0.2)
+    assert set(sub_validation) == set(validation) & set(users[:500])
+    assert set(sub_test) == set(test) & set(users[:500])
+    with pytest.raises(ValueError, match="fractions"):
+        hash_user_split(users, validation_fraction=0.6, test_fraction=0.5)
