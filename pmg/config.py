@@ -764,8 +764,21 @@ class RecommendConfig(Section):
     at 10-20 epochs at this learning rate (lr 0.005, batch 4096, reg 1e-3 were
     picked on the validation users of the ID-only model).
 
+    Off by default (`enabled: false`): the stages `preference_images` and
+    `recommend` then write only a metrics file saying so, and `make demo`
+    is unchanged. Run the experiment with
+    `dvc exp run -S recommend.enabled=true` (or set it in params.yaml and
+    `pmg preference_images && pmg recommend`).
+
     Attributes:
-        out: output folder (features, tables, curves).
+        enabled: run the experiment (see above).
+        out: output folder: `<out>/<scenario>/` (poster features, tables),
+            `<out>/preference_images/<scenario>/` (the users' features).
+        image_cache: the preference-only PNGs by content key (outside DVC's
+            outputs, like the LLM cache: an unchanged user is never redrawn).
+        validation_fraction: share of users (by hash of the id) that pick
+            the epoch (`pmg.recommend.data.hash_user_split`).
+        test_fraction: share of users (the next hash range) that are tested.
         scenario: the scenario whose interactions and item images are used
             (the paper: MovieLens, `movies`).
         settings: the Table-4 settings to run (`pmg.recommend.data.SETTINGS`).
@@ -790,7 +803,11 @@ class RecommendConfig(Section):
             null = all users with keywords.
     """
 
+    enabled: bool = False
     out: str = "data/recommend"
+    image_cache: str = "data/cache/preference_images"
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
     scenario: str = "movies"
     settings: tuple[Literal["no_image", "item_image", "mean_user", "generated_user"], ...] = (
         "no_image", "item_image", "mean_user", "generated_user",
@@ -822,6 +839,11 @@ class RecommendConfig(Section):
             raise ValueError(f"seeds must be a non-empty list without repeats, got {list(self.seeds)}")
         if not self.settings or len(set(self.settings)) != len(self.settings):
             raise ValueError(f"settings must be a non-empty list without repeats, got {list(self.settings)}")
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"validation_fraction + test_fraction must be below 1, got "
+                f"{self.validation_fraction} + {self.test_fraction}"
+            )
         if not self.top_k or min(self.top_k) < 1:
             raise ValueError(f"top_k must be positive cut-offs, got {list(self.top_k)}")
         metric, _, k = self.select_metric.partition("@")
