@@ -752,12 +752,11 @@ class ReportConfig(Section):
 class RecommendConfig(Section):
     """The recommendation experiment (PMG §4.6, RQ5, Table 4): MMGCN with image features.
 
-    Sized for `make demo` on 2 CPU cores and the stage's budget (8 min, 4 GiB),
-    measured on the default movie world (ML-100K: 942 users with positives,
-    1,682 movies, 54,763 training edges; `benchmarks/bench_recommend.py`,
-    `scripts/run_recommend.py`): a step (batch 4096, the whole graph) costs
-    0.44 GFLOP without images and 1.14 GFLOP with the visual branch; the
-    first three settings x 3 seeds x 20 epochs took 220 CPU seconds in all
+    Sizing, measured on the default movie world (ML-100K: 942 users with
+    positives, 1,682 movies, 54,763 training edges; `benchmarks/bench_recommend.py`
+    and a stand-in run of the first three settings): a step (batch 4096, the
+    whole graph) costs 0.44 GFLOP without images and 1.14 GFLOP with the visual
+    branch; three settings x 3 seeds x 20 epochs took 220 CPU seconds in all
     (poster features included) and 1.4 GB peak, so the four settings need
     about 5 CPU minutes plus the preference-only images. All users are kept
     (`max_users: null`); 20 epochs because validation recall stops improving
@@ -765,8 +764,8 @@ class RecommendConfig(Section):
     picked on the validation users of the ID-only model).
 
     Off by default (`enabled: false`): the stages `preference_images` and
-    `recommend` then write only a metrics file saying so, and `make demo`
-    is unchanged. Run the experiment with
+    `recommend` then write only a metrics file saying so (a few seconds in
+    `make demo`). Run the experiment with
     `dvc exp run -S recommend.enabled=true` (or set it in params.yaml and
     `pmg preference_images && pmg recommend`).
 
