@@ -93,6 +93,7 @@ def run_preference_images(
     if not cfg.enabled:
         return _disabled(folder / "disabled.json", metrics_path)
 
+    (folder / "disabled.json").unlink(missing_ok=True)  # from a disabled run outside DVC
     generate_cfg = params.generate
     keywords = read_table(catalogue.keywords(scenario), schemas.Keywords)
     descriptions = read_table(catalogue.descriptions(scenario), schemas.Descriptions)
@@ -182,6 +183,7 @@ def run(params: Params, *, catalogue: Catalogue | None = None, log: Callable[[st
     if not cfg.enabled:
         return _disabled(out / "disabled.json", metrics_path, curves_path)
 
+    (out / "disabled.json").unlink(missing_ok=True)  # from a disabled run outside DVC
     started, cpu_started = time.perf_counter(), time.process_time()
     prepared = read_scenario(catalogue.prepared(scenario))
     users = sorted(prepared.interactions["user_id"].astype(str).unique(), key=natural_key)

@@ -126,7 +126,10 @@ def test_recommend_stage_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         users,
         np.array([np.asarray(COLOURS[u % 4], np.float32) / 255 for u in range(30)]),
     )
+    marker = catalogue.recommendation("movies") / "disabled.json"
+    marker.write_text("{}")  # left by a disabled run outside DVC
     summary = recommend.run(params, catalogue=catalogue, log=lambda _: None)
+    assert not marker.exists()
 
     assert summary["enabled"] is True and list(summary["settings"]) == list(params.recommend.settings)
     counts = summary["counts"]
