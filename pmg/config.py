@@ -787,6 +787,114 @@ class ReportConfig(Section):
     grid_tile: int = Field(default=64, ge=16, le=256)
 
 
+# --------------------------------------------------------------------- recommend
+
+
+class RecommendConfig(Section):
+    """The recommendation experiment (PMG §4.6, RQ5, Table 4): MMGCN with image features.
+
+    Sizing, measured on the default movie world (ML-100K: 942 users with
+    positives, 1,682 movies, 54,763 training edges; `benchmarks/bench_recommend.py`
+    and a stand-in run of the first three settings): a step (batch 4096, the
+    whole graph) costs 0.44 GFLOP without images and 1.14 GFLOP with the visual
+    branch; three settings x 3 seeds x 20 epochs took 220 CPU seconds in all
+    (poster features included) and 1.4 GB peak, so the four settings need
+    about 5 CPU minutes plus the preference-only images. All users are kept
+    (`max_users: null`); 20 epochs because validation recall stops improving
+    at 10-20 epochs at this learning rate (lr 0.005, batch 4096, reg 1e-3 were
+    picked on the validation users of the ID-only model).
+
+    Off by default (`enabled: false`): the stages `preference_images` and
+    `recommend` then write only a metrics file saying so (a few seconds in
+    `make demo`). Run the experiment with
+    `dvc exp run -S recommend.enabled=true` (or set it in params.yaml and
+    `pmg preference_images && pmg recommend`).
+
+    Attributes:
+        enabled: run the experiment (see above).
+        out: output folder: `<out>/<scenario>/` (poster features, tables),
+            `<out>/preference_images/<scenario>/` (the users' features).
+        image_cache: the preference-only PNGs by content key (outside DVC's
+            outputs, like the LLM cache: an unchanged user is never redrawn).
+        validation_fraction: share of users (by hash of the id) that pick
+            the epoch (`pmg.recommend.data.hash_user_split`).
+        test_fraction: share of users (the next hash range) that are tested.
+        scenario: the scenario whose interactions and item images are used
+            (the paper: MovieLens, `movies`).
+        settings: the Table-4 settings to run (`pmg.recommend.data.SETTINGS`).
+        seeds: training seeds; each setting runs once per seed (>= 3 for
+            the reported intervals).
+        holdout_last: positives held out per validation/test user (2 = the
+            items after PMG's history window: the target and supervision items).
+        max_users: keep the first this many users by id; null keeps all.
+        dim: ID embedding and layer width.
+        latent_dim: width visual features are projected to.
+        layers: graph layers per branch (MMGCN's code: 3).
+        epochs: passes over the training edges.
+        batch_size: training edges per step (each step runs the whole graph).
+        lr: Adam's learning rate.
+        reg_weight: L2 penalty on the batch's ID embeddings and preferences.
+        validate_every: validation (epoch selection) every this many epochs.
+        select_metric: the validation metric that picks the epoch.
+        top_k: cut-offs of Recall@K and NDCG@K.
+        bootstrap_resamples: replicates of the 95% intervals.
+        max_generated_users: preference-only images are generated for at most
+            this many users (the first by id among those with keywords);
+            null = all users with keywords.
+    """
+
+    enabled: bool = False
+    out: str = "data/recommend"
+    image_cache: str = "data/cache/preference_images"
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    scenario: str = "movies"
+    settings: tuple[Literal["no_image", "item_image", "mean_user", "generated_user"], ...] = (
+        "no_image", "item_image", "mean_user", "generated_user",
+    )  # fmt: skip
+    seeds: tuple[int, ...] = (0, 1, 2)
+    holdout_last: int = Field(default=2, ge=1)
+    max_users: int | None = Field(default=None, ge=1)
+    dim: int = Field(default=64, ge=1)
+    latent_dim: int = Field(default=64, ge=1)
+    layers: int = Field(default=2, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=4096, ge=1)
+    lr: float = Field(default=0.005, gt=0)
+    reg_weight: float = Field(default=1e-3, ge=0)
+    validate_every: int = Field(default=5, ge=1)
+    select_metric: str = "recall@20"
+    top_k: tuple[int, ...] = (10, 20)
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+    max_generated_users: int | None = Field(default=None, ge=1)
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, scenario: str) -> str:
+        return _registered((scenario,))[0]
+
+    @model_validator(mode="after")
+    def _check(self) -> RecommendConfig:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list without repeats, got {list(self.seeds)}")
+        if not self.settings or len(set(self.settings)) != len(self.settings):
+            raise ValueError(f"settings must be a non-empty list without repeats, got {list(self.settings)}")
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"validation_fraction + test_fraction must be below 1, got "
+                f"{self.validation_fraction} + {self.test_fraction}"
+            )
+        if not self.top_k or min(self.top_k) < 1:
+            raise ValueError(f"top_k must be positive cut-offs, got {list(self.top_k)}")
+        metric, _, k = self.select_metric.partition("@")
+        if metric not in ("recall", "ndcg") or not k.isdigit() or int(k) not in self.top_k:
+            raise ValueError(
+                f"select_metric must be recall@K or ndcg@K with K in top_k {list(self.top_k)}, "
+                f"got {self.select_metric!r}"
+            )
+        return self
+
+
 # ------------------------------------------------------------------------ params
 
 
@@ -806,6 +914,7 @@ class Params(Section):
     train_soft: TrainSoftConfig = TrainSoftConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    recommend: RecommendConfig = RecommendConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Params:

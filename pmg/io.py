@@ -13,10 +13,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.errors
 
@@ -176,3 +177,37 @@ def write_table(frame: pd.DataFrame, path: str | Path, schema: Any) -> pd.DataFr
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return frame
+
+
+# ---------------------------------------------------------------- feature files
+
+
+def write_features(path: str | Path, ids: Sequence[str], values: np.ndarray) -> None:
+    """Save features as `.npz` (`ids` (N,) str, `features` (N, D) float32), atomically."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or values.shape[0] != len(ids):
+        raise ValueError(f"features must be ({len(ids)}, D); got {values.shape}")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, ids=np.asarray([str(i) for i in ids], dtype=str), features=values)
+
+
+def read_features(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Load a feature file written by `write_features`.
+
+    Raises:
+        DataError: the file is missing, not an `.npz` of that layout, or its
+            ids and rows disagree; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "feature file does not exist (run the stage that makes it)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ids, features = data["ids"], data["features"]
+    except Exception as err:  # noqa: BLE001 - any parse failure becomes a clear message
+        raise DataError(path, f"not a feature file (.npz with 'ids' and 'features'): {err}") from None
+    if features.ndim != 2 or ids.ndim != 1 or len(ids) != features.shape[0]:
+        raise DataError(path, f"'ids' {ids.shape} and 'features' {features.shape} do not match")
+    if len(set(ids.tolist())) != len(ids):
+        raise DataError(path, "duplicate ids", column="ids")
+    return [str(i) for i in ids], features.astype(np.float32)

@@ -451,3 +451,51 @@ class GroundTruthHits(pa.DataFrameModel):
     class Config:
         strict = True
         coerce = True
+
+
+# ------------------------------------------------------------------ recommend
+
+RECOMMEND_SETTINGS = ("no_image", "item_image", "mean_user", "generated_user")
+
+
+class RecommendUserMetrics(pa.DataFrameModel):
+    """Full-ranking metric of one test user under one recommendation setting and seed (PMG Table 4).
+
+    `metric` is `recall` or `ndcg`, `k` the cut-off; `value` in [0, 1].
+    """
+
+    setting: Series[str] = pa.Field(isin=RECOMMEND_SETTINGS)
+    seed: Series[int]
+    user_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    metric: Series[str] = pa.Field(isin=("recall", "ndcg"))
+    k: Series[int] = pa.Field(ge=1)
+    value: Series[float] = pa.Field(ge=0, le=1.000001)
+
+    class Config:
+        strict = True
+        coerce = True
+        unique = ["setting", "seed", "user_id", "metric", "k"]
+
+
+class RecommendCurves(pa.DataFrameModel):
+    """One training epoch of one recommendation setting and seed (a DVC plot's rows).
+
+    `loss` is BPR plus the L2 penalty, `bpr` the BPR part, both means over
+    the epoch's steps; `validation_recall` / `validation_ndcg` are at cut-off
+    `k`, null in epochs without validation.
+    """
+
+    setting: Series[str] = pa.Field(isin=RECOMMEND_SETTINGS)
+    seed: Series[int]
+    epoch: Series[int] = pa.Field(ge=1)
+    loss: Series[float] = pa.Field(ge=0)
+    bpr: Series[float] = pa.Field(ge=0)
+    seconds: Series[float] = pa.Field(ge=0)
+    k: Series[int] = pa.Field(ge=1)
+    validation_recall: Series[float] = pa.Field(nullable=True, ge=0, le=1.000001)
+    validation_ndcg: Series[float] = pa.Field(nullable=True, ge=0, le=1.000001)
+
+    class Config:
+        strict = True
+        coerce = True
+        unique = ["setting", "seed", "epoch"]

@@ -377,7 +377,10 @@ def build_conditions(
     Raises:
         ValueError: inputs that do not fit, with the offending values.
     """
-    if not request.target_text:
+    # Every candidate of a preference-only config (all w_t = 0; `pmg.method.preference_image`)
+    # drops E_t, so only then may a request come without target keywords.
+    needs_target = cfg.mode != "weighted_embeddings" or any(w_t > 0 for _, w_t in cfg.weights)
+    if needs_target and not request.target_text:
         raise ValueError(
             f"user {request.user_id!r}, target {request.target_item!r}: no target keywords "
             f"(build the request with request_from_keywords for the title fallback)"

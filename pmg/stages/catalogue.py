@@ -32,6 +32,11 @@ ABLATIONS_MARKDOWN = "ablations.md"
 ABLATIONS_REPORT = "report.json"
 REPORT_INDEX = "index.html"
 HEADLINE = "headline.md"
+POSTER_FEATURES = "poster_features.npz"
+GENERATED_USER_FEATURES = "generated_user_features.npz"
+RECOMMEND_USER_METRICS = "user_metrics.parquet"
+RECOMMEND_RUNS = "runs.csv"
+RECOMMEND_TABLE = "table4.md"
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,24 @@ class Catalogue:
         """`{scenario: {variant or keyword source: {check: rate}}}`."""
         return self.metrics_root / "ablations" / f"{scenario}_ground_truth.json"
 
+    # ----------------------------------------------------------- recommend
+
+    def preference_images(self, scenario: str) -> Path:
+        """The preference-only images' CLIP features (`generated_user_features.npz`)."""
+        return Path(self.params.recommend.out) / "preference_images" / scenario
+
+    def preference_image_cache(self) -> Path:
+        """The preference-only PNGs by content key (not a DVC output: kept across runs)."""
+        return Path(self.params.recommend.image_cache)
+
+    def recommendation(self, scenario: str) -> Path:
+        """The recommendation folder: poster features, per-user metrics, runs, Table 4."""
+        return Path(self.params.recommend.out) / scenario
+
+    def recommend_curves(self, scenario: str) -> Path:
+        """MMGCN's training curves, every setting and seed (a DVC plot)."""
+        return self.plots_root / "recommend" / f"{scenario}.csv"
+
     # -------------------------------------------------------------- report
 
     def report(self) -> Path:
@@ -198,6 +221,7 @@ class Catalogue:
         from pmg.scenarios import all_scenarios
 
         s = scenario
+        rs = self.params.recommend.scenario
         prepare_assets = list(dict.fromkeys(a for spec in all_scenarios() for a in spec.assets))
         inputs = {
             "assets": lambda: [],
@@ -248,6 +272,15 @@ class Catalogue:
                 *self._model("scorer"),
                 *self._model("lpips"),
             ],
+            "preference_images": lambda: [
+                self.keywords(rs),
+                self.descriptions(rs),
+                self.adapter(rs),
+                *self._model("soft_llm"),
+                *self._model("generator"),
+                *self._model("scorer"),
+            ],
+            "recommend": lambda: [self.prepared(rs), self.preference_images(rs), *self._model("scorer")],
             "report": lambda: [
                 Path(self.params.prepare.out),
                 Path(self.params.keywords.out),
@@ -273,6 +306,7 @@ class Catalogue:
             KeyError: an unknown stage.
         """
         s = scenario
+        rs = self.params.recommend.scenario
         timing = [self.timings(stage, s)]
         outputs = {
             "assets": lambda: [self.assets()],
@@ -289,6 +323,12 @@ class Catalogue:
             "evaluate": lambda: [self.evaluation(s), self.metrics("evaluate", s), self.weights_csv(s)],
             "train_soft_ablations": lambda: [self.ablation_adapters(s), self.metrics("train_soft_ablations", s)],
             "ablations": lambda: [self.ablations(s), self.ablation_metrics(s), self.ablation_ground_truth(s)],
+            "preference_images": lambda: [self.preference_images(rs), self.metrics("preference_images", rs)],
+            "recommend": lambda: [
+                self.recommendation(rs),
+                self.metrics("recommend", rs),
+                self.recommend_curves(rs),
+            ],
             "report": lambda: [self.report(), self.gallery_png(), self.metrics("report")],
         }
         return outputs[stage]() + timing

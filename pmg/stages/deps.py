@@ -58,7 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("scenarios", ("pmg.scenarios",)),
     ("config", ("pmg.config",)),
     ("assets, models", ("pmg.assets", "pmg.models")),
-    ("zoo, method", ("pmg.zoo", "pmg.method")),
+    ("zoo, method, recommend", ("pmg.zoo", "pmg.method", "pmg.recommend")),
     ("evaluate", ("pmg.evaluate",)),
     ("registry", ("pmg.registry",)),
     ("stages", ("pmg.stages",)),

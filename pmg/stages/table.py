@@ -35,6 +35,7 @@ from pmg.stages import (
     generate,
     keywords,
     prepare,
+    recommend,
     report,
     select,
     train_soft,
@@ -140,6 +141,22 @@ STAGES: tuple[Stage, ...] = (
         ("ablations",),
         "every ablation variant on the same pairs and seeds",
         gpu=True,
+    ),
+    # PMG §4.6 (Table 4), off unless recommend.enabled: then only a metrics file saying so.
+    Stage(
+        "preference_images",
+        recommend.run_preference_images,
+        ("preference_images",),
+        "one preference-only PMG image per user (w_t = 0) and its CLIP features (recommend.enabled)",
+        per_scenario=False,
+        gpu=True,
+    ),
+    Stage(
+        "recommend",
+        recommend.run,
+        ("recommend",),
+        "MMGCN with no / item / mean-user / generated-user image features, every seed (recommend.enabled)",
+        per_scenario=False,
     ),
     Stage(
         "report",

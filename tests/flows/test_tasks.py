@@ -128,7 +128,10 @@ def test_the_flows_run_the_stage_table() -> None:
     assert names.index("evaluate") < names.index("train_soft_ablations") < names.index("ablations")
     assert names[0] == "assets" and names[-1] == "report" and not STAGES_BY_NAME["report"].per_scenario
     gpu = {s.name for s in STAGES if s.gpu}
-    assert gpu == {"zoo_clip", "zoo_sd", "train_soft", "generate", "evaluate", "train_soft_ablations", "ablations"}
+    assert gpu == {
+        "zoo_clip", "zoo_sd", "train_soft", "generate", "evaluate", "train_soft_ablations", "ablations",
+        "preference_images",
+    }  # fmt: skip
 
 
 def test_stages_resolve_in_pipeline_order_and_unknown_ones_are_named() -> None:
