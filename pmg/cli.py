@@ -46,6 +46,46 @@ def _cmd_assets_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_build_rehearsal(args: argparse.Namespace) -> int:
+    import json
+
+    from pmg.io import write_json_atomic
+    from pmg.models.rehearsal import build_rehearsal
+
+    params = _params(args)
+    cfg = params.rehearsal
+    if cfg.profile not in params.profiles:
+        raise ConfigError(f"rehearsal.profile is {cfg.profile!r} but profiles defines only {sorted(params.profiles)}")
+    report = build_rehearsal(cfg, params.profiles[cfg.profile], device=args.device, only=tuple(args.role) or None)
+    summary = {role: {k: facts[k] for k in ("path", "class", "parameters", "seconds")} for role, facts in report.items()}
+    write_json_atomic(Path(args.metrics), {"scale": cfg.scale, "seed": cfg.seed, "models": summary})
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_models_fetch(args: argparse.Namespace) -> int:
+    from pmg.models.fetch import fetch_profile
+
+    params = _params(args)
+    if args.profile not in params.profiles:
+        raise ConfigError(f"--profile {args.profile!r}: profiles defines only {sorted(params.profiles)}")
+    records = fetch_profile(
+        params.profiles[args.profile], args.profile, roles=tuple(args.role) or None, force=args.force
+    )
+    for role, record in records.items():
+        state = "up to date" if record.get("skipped") else "fetched, sha256 verified"
+        print(f"{role}: {record['repo']}@{record['revision'][:12]}: {len(record['files'])} files, {state}")
+    return 0
+
+
+def _cmd_models_convert_clip(args: argparse.Namespace) -> int:
+    from pmg.models.scorer import convert_open_clip_checkpoint
+
+    out = convert_open_clip_checkpoint(args.checkpoint, args.out, name=args.name)
+    print(f"wrote {out} (open_clip_config.json + open_clip_model.safetensors)")
+    return 0
+
+
 def _registry(args: argparse.Namespace) -> Registry:
     # Imported here: boto3 stays out of the start-up of every other command.
     from pmg.registry import Registry
@@ -234,6 +274,31 @@ def build_parser() -> argparse.ArgumentParser:
     assets_sub = assets.add_subparsers(dest="assets_command", required=True)
     fetch = assets_sub.add_parser("fetch", help="download, verify (sha256) and extract every asset")
     fetch.set_defaults(func=_cmd_assets_fetch)
+
+    models = sub.add_parser("models", help="the rehearsal models, the real checkpoints")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    roles = ["llm", "generator", "captioner", "scorer"]
+    rehearsal = models_sub.add_parser(
+        "build-rehearsal", help="write the rehearsal profile's models (full architectures, random weights)"
+    )
+    rehearsal.add_argument("--role", action="append", default=[], choices=roles, help="only this model (repeatable)")
+    rehearsal.add_argument("--device", default="cpu", help="where the random weights are made (cpu, cuda, auto)")
+    rehearsal.add_argument("--metrics", default="metrics/models/rehearsal.json", help="where the build facts go")
+    rehearsal.set_defaults(func=_cmd_models_build_rehearsal)
+    fetch_models = models_sub.add_parser(
+        "fetch", help="download a profile's checkpoints at pinned commits, sha256 verified (needs a hub)"
+    )
+    fetch_models.add_argument("--profile", default="full", help="whose models (default: full)")
+    fetch_models.add_argument("--role", action="append", default=[], choices=roles, help="only this model (repeatable)")
+    fetch_models.add_argument("--force", action="store_true", help="fetch even folders that are up to date")
+    fetch_models.set_defaults(func=_cmd_models_fetch)
+    convert = models_sub.add_parser(
+        "convert-clip", help="convert a pickled open_clip checkpoint once into a safetensors folder"
+    )
+    convert.add_argument("checkpoint", help="a .bin/.pt file (with --name) or an open_clip folder holding one")
+    convert.add_argument("out", help="the folder to write")
+    convert.add_argument("--name", help="the built-in architecture of a checkpoint file, e.g. ViT-B-32")
+    convert.set_defaults(func=_cmd_models_convert_clip)
 
     registry = sub.add_parser("registry", help="versioned adapters on S3, aliases moved by metric gates")
     registry_sub = registry.add_subparsers(dest="registry_command", required=True)

@@ -71,6 +71,26 @@ def replace_folder(staging: str | Path, final: str | Path) -> None:
     shutil.rmtree(old)
 
 
+@contextlib.contextmanager
+def output_folder(final: str | Path) -> Iterator[Path]:
+    """Yield a fresh, private, empty staging folder next to `final`; it replaces `final` on success.
+
+    On normal exit the staging folder takes `final`'s place (`replace_folder`);
+    on an exception it is removed and `final` is left untouched. (The simplest
+    version of the project's shared convention; the lead keeps one
+    implementation at integration.)
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging.", dir=final.parent))
+    try:
+        yield staging
+        replace_folder(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
