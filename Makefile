@@ -21,7 +21,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_LOCAL_STORAGE_PATH := $(CURDIR)/.prefect/results
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test setup system-deps clean prefect-server prefect-deploy worker
+.PHONY: demo test setup system-deps clean prefect-server prefect-deploy worker gpu-check
 
 demo: setup
 	dvc repro
@@ -34,6 +34,14 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The whole pipeline on one GPU, 8 users per scenario: the full profile when its
+# checkpoints are fetched (HF_HUB_OFFLINE=0 pmg models fetch --profile full), else
+# the rehearsal profile at the real sizes. Prints per-stage time, peak GPU memory
+# and the headline table (see README, "The full profile").
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python -m pmg.gpu_check $(GPU_CHECK_ARGS)
 
 setup: system-deps $(STAMP)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pmg.errors import ConfigError
 from pmg.schemas import SCENARIOS
@@ -597,16 +597,17 @@ class RehearsalConfig(Section):
     captioner: dict[str, Any] = Field(default_factory=dict)
     scorer: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _only_sizes(self) -> RehearsalConfig:
-        for part, allowed in REHEARSAL_SIZE_KEYS.items():
-            unknown = sorted(set(flatten_keys(getattr(self, part))) - allowed)
-            if unknown:
-                raise ValueError(
-                    f"{part}: {unknown} are not size keys of the real configuration; "
-                    f"the rehearsal may change only {sorted(allowed)}"
-                )
-        return self
+    @field_validator("llm", "generator", "captioner", "scorer")
+    @classmethod
+    def _only_sizes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        allowed = REHEARSAL_SIZE_KEYS[info.field_name]
+        unknown = sorted(set(flatten_keys(value)) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{unknown} are not size keys of the real configuration; the rehearsal may change only "
+                f"{sorted(allowed)}"
+            )
+        return value
 
     def sizes(self, part: str) -> dict[str, Any]:
         """The flat (`a.b`) size overrides of one model; none at `scale: real`."""
