@@ -12,8 +12,9 @@ the real structure where memory scales with it and a small width:
   cut to it) and batch (`train_soft.batch_size`), hidden width `h` in
   `--widths` (intermediate width `h * 11008 / 4096`, as in Llama-2);
 * the UNet: SD 1.5's blocks (2 layers per block, 8 heads, cross-attention
-  768) at the real **64 x 64 latents** (512 px), base channels `c` in
-  `--channels` (SD 1.5: 320).
+  768), base channels `c` in `--channels` (SD 1.5: 320), at latent sides `S`
+  in `--latents` (SD 1.5 at 512 px: 64; the attention over 64 x 64 = 4096
+  tokens is too slow for these 2 CPU cores, so the side is extrapolated too).
 
 What is measured is the memory held for the backward pass: every tensor
 autograd saves during the step (`torch.autograd.graph.saved_tensors_hooks`,
@@ -21,9 +22,14 @@ deduplicated by storage, parameters excluded), split into the LLM's and the
 UNet's by forward hooks. It is linear in the width (every saved activation is
 `tokens x width` or `pixels x channels`; attention is SDPA, whose saved state
 is linear in the sequence length, and the head count is held at the real
-one), so it is fitted as `A(w) = a + b * w` on the measured widths and
-extrapolated to h = 4096 and c = 320. The fit is checked by fitting all
-widths but the largest and predicting it. The expected peak is
+one), so the LLM's is fitted as `A(h) = a + b * h` and extrapolated to
+h = 4096; the UNet's is fitted as `A_S(c) = a_S + b_S * c` at each latent side
+`S`, extrapolated to c = 320, and then linearly in the pixel count `S * S`
+(every saved UNet tensor is per pixel, except the fixed-size text condition)
+to S = 64. Each extrapolation is checked on a point left out of its fit: the
+largest width (LLM), the largest channel count (UNet), and a run at an
+intermediate side (`--check-latent`) predicted from the others. The expected
+peak is
 
     peak = W_llm + W_sd + W_adapter + A_llm(4096) + A_unet(320) + margin,
     margin = 10 % of the activations (backward temporaries: the gradient of
@@ -40,7 +46,7 @@ On a CUDA device the script also reads `torch.cuda.max_memory_allocated` for
 each measured step, so a GPU run checks the saved-tensor count against the
 allocator. `--real` runs the step at the real sizes (random weights) on CUDA.
 
-    python benchmarks/bench_soft_memory.py [--widths 128 256 512] [--channels 32 64 96] [--device cpu]
+    python benchmarks/bench_soft_memory.py [--widths 64 128 256] [--channels 32 64 96] [--latents 16 32]
 
 Gradient checkpointing is *not* used: transformers' checkpointing drops the
 KV cache inside checkpointed layers (`cache=None`), which would silently
@@ -67,7 +73,7 @@ from pmg.config import TrainSoftConfig, load_params  # noqa: E402
 from pmg.models import rehearsal as R  # noqa: E402
 
 GIB = 1024**3
-REAL_WIDTH, REAL_CHANNELS = 4096, 320
+REAL_WIDTH, REAL_CHANNELS, REAL_LATENT = 4096, 320, 64
 
 
 # ------------------------------------------------------------------- models
@@ -95,11 +101,11 @@ def build_llm(width: int, device: torch.device, dtype: torch.dtype):
     return LocalLLM(model, tokenizer, model_id=f"bench-llama-w{width}")
 
 
-def unet_sizes(channels: int) -> dict:
-    return {"unet.block_out_channels": [channels, 2 * channels, 4 * channels, 4 * channels]}
+def unet_sizes(channels: int, latent: int) -> dict:
+    return {"unet.block_out_channels": [channels, 2 * channels, 4 * channels, 4 * channels], "unet.sample_size": latent}
 
 
-def build_generator(channels: int, device: torch.device, dtype: torch.dtype, *, real: bool = False):
+def build_generator(channels: int, latent: int, device: torch.device, dtype: torch.dtype, *, real: bool = False):
     """SD 1.5's pipeline with UNet base channels `channels` at the real 64 x 64 latents.
 
     The VAE and the text encoder run without gradient (before the step), so
@@ -117,13 +123,15 @@ def build_generator(channels: int, device: torch.device, dtype: torch.dtype, *, 
         "vae.layers_per_block": 1,
         "text_encoder.num_hidden_layers": 1,
     }
-    values = R.apply_sizes(R.SD_1_5, {**unet_sizes(channels), **({} if real else small_parts)})
+    values = R.apply_sizes(R.SD_1_5, {**unet_sizes(channels, latent), **({} if real else small_parts)})
+    # The stand-ins run before the step, without gradient: fp32 keeps them fast on a CPU without bf16.
+    side_dtype = dtype if real else torch.float32
     tokenizer = R.clip_tokenizer()
     text = {k: v for k, v in values["text_encoder"].items() if k != "architectures"}
     text.update(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     pipeline = StableDiffusionPipeline(
-        vae=R._materialise(lambda: AutoencoderKL(**values["vae"]), device, dtype, 1),
-        text_encoder=R._materialise(lambda: CLIPTextModel(CLIPTextConfig(**text)), device, dtype, 2),
+        vae=R._materialise(lambda: AutoencoderKL(**values["vae"]), device, side_dtype, 1),
+        text_encoder=R._materialise(lambda: CLIPTextModel(CLIPTextConfig(**text)), device, side_dtype, 2),
         tokenizer=tokenizer,
         unet=R._materialise(lambda: UNet2DConditionModel(**values["unet"]), device, dtype, 0),
         scheduler=PNDMScheduler.from_config(values["scheduler"]),
@@ -188,20 +196,23 @@ class SavedTensors:
             handle.remove()
 
 
-def measure(width: int, channels: int, cfg: TrainSoftConfig, device: torch.device, dtype: torch.dtype) -> dict:
-    """One real `train_soft` step on a (width, channels) rehearsal; the bytes saved for backward."""
+def measure(
+    width: int, channels: int, latent: int, cfg: TrainSoftConfig, device: torch.device, dtype: torch.dtype
+) -> dict:
+    """One real `train_soft` step on a (width, channels, latent side) rehearsal; the bytes saved for backward."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from pmg.method.soft import _base_model, behaviour_prompt
     from pmg.method.train_soft import SoftExample, train_soft
 
-    real = (width, channels) == (REAL_WIDTH, REAL_CHANNELS)
+    real = (width, channels, latent) == (REAL_WIDTH, REAL_CHANNELS, REAL_LATENT)
     llm = build_llm(width, device, dtype)
-    generator = build_generator(channels, device, dtype, real=real)
+    generator = build_generator(channels, latent, device, dtype, real=real)
+    side = latent * generator.pipeline.vae_scale_factor
     # Prompts long enough to be cut to max_prompt_tokens: the longest sequence the stage trains on.
     lines = [f"item {i}: a red wool coat with blue stripes, winter, casual" for i in range(40)]
     examples = [
-        SoftExample(f"u{i}", behaviour_prompt("clothing", lines, []), "red, wool, striped", Image.new("RGB", (512, 512), c))
+        SoftExample(f"u{i}", behaviour_prompt("clothing", lines, []), "red, wool, striped", Image.new("RGB", (side, side), c))
         for i, c in enumerate(("red", "navy", "olive", "teal")[: max(cfg.batch_size, 2)])
     ]
     parameters = {
@@ -222,6 +233,7 @@ def measure(width: int, channels: int, cfg: TrainSoftConfig, device: torch.devic
     row = {
         "width": width,
         "channels": channels,
+        "latent": latent,
         "saved_llm_bytes": counter.bytes["llm"],
         "saved_unet_bytes": counter.bytes["unet"],
         "saved_other_bytes": counter.bytes["other"],
@@ -271,64 +283,103 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 1024, repea
 # ---------------------------------------------------------------------- main
 
 
+def _print_row(row: dict) -> None:
+    extra = ""
+    if "cuda_max_allocated_bytes" in row:
+        extra = (
+            f", CUDA max allocated {row['cuda_max_allocated_bytes'] / GIB:.3f} GiB "
+            f"(weights {row['cuda_weights_bytes'] / GIB:.3f})"
+        )
+    print(
+        f"  h={row['width']:4d} c={row['channels']:3d} S={row['latent']:2d}: saved LLM "
+        f"{row['saved_llm_bytes'] / 2**20:8.1f} MiB, UNet {row['saved_unet_bytes'] / 2**20:8.1f} MiB, other "
+        f"{row['saved_other_bytes'] / 2**20:.1f} MiB; {row['prompt_tokens']} prompt tokens; step "
+        f"{row['step_seconds']} s, call {row['call_seconds']} s, {row['counted_gflop']} GFLOP{extra}",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
-    parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512], help="LLM hidden widths measured")
-    parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 96], help="UNet base channels measured")
+    parser.add_argument("--widths", type=int, nargs=3, default=[64, 128, 256], help="LLM hidden widths measured")
+    parser.add_argument("--channels", type=int, nargs=3, default=[32, 64, 96], help="UNet base channels measured")
+    parser.add_argument("--latents", type=int, nargs=2, default=[16, 32], help="UNet latent sides measured")
+    parser.add_argument("--check-latent", type=int, default=24, help="latent side of the run that checks the pixel fit")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--gpu-gib", type=float, default=80.0, help="the GPU memory to fit in")
     parser.add_argument("--real", action="store_true", help="also run the real sizes (CUDA only)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
-    if len(args.widths) != len(args.channels) or len(args.widths) < 3:
-        parser.error("give at least 3 widths and as many channel counts (they are measured in pairs)")
 
     from pmg.models.device import resolve_device
 
     device = resolve_device(args.device, key="--device")
+    if args.real and device.type != "cuda":
+        parser.error("--real needs a CUDA device")
     dtype = torch.bfloat16
     torch.manual_seed(0)
     params = load_params(args.params)
     cfg = params.train_soft.model_copy(update={"steps": 1, "val_fraction": 0.0})
     print(
         f"train_soft step: batch {cfg.batch_size}, prompts cut to {cfg.max_prompt_tokens} tokens, L={cfg.num_tokens}, "
-        f"S={cfg.prefix_length}; {dtype} on {device}; LLM 32 layers x 32 heads, UNet at 64x64 latents"
+        f"S={cfg.prefix_length}; {dtype} on {device}; LLM 32 layers x 32 heads; SD 1.5 UNet blocks",
+        flush=True,
     )
+    started = time.perf_counter()
+    (w0, *_), (s0, s1) = args.widths, args.latents
+    # LLM width series and the UNet channel series at the small side, together; then the channel series
+    # at the larger side (small LLM), then one run at an intermediate side to check the pixel fit.
+    plan = [(w, c, s0) for w, c in zip(args.widths, args.channels)]
+    plan += [(w0, c, s1) for c in args.channels]
+    plan += [(w0, args.channels[-1], args.check_latent)]
     rows = []
-    for width, channels in zip(args.widths, args.channels):
-        row = measure(width, channels, cfg, device, dtype)
-        rows.append(row)
-        extra = ""
-        if "cuda_max_allocated_bytes" in row:
-            extra = (
-                f", CUDA max allocated {row['cuda_max_allocated_bytes'] / GIB:.3f} GiB "
-                f"(weights {row['cuda_weights_bytes'] / GIB:.3f})"
-            )
-        print(
-            f"  h={width:4d} c={channels:3d}: saved LLM {row['saved_llm_bytes'] / GIB:.3f} GiB, "
-            f"UNet {row['saved_unet_bytes'] / GIB:.3f} GiB, other {row['saved_other_bytes'] / 2**20:.1f} MiB; "
-            f"{row['prompt_tokens']} prompt tokens; step {row['step_seconds']} s, {row['counted_gflop']} GFLOP{extra}"
-        )
-
+    for width, channels, latent in plan:
+        rows.append(measure(width, channels, latent, cfg, device, dtype))
+        _print_row(rows[-1])
     figures: dict = {"rows": rows}
-    for part, xs_key, real in (("llm", "width", REAL_WIDTH), ("unet", "channels", REAL_CHANNELS)):
-        xs = [float(r[xs_key]) for r in rows]
-        ys = [float(r[f"saved_{part}_bytes"]) for r in rows]
-        a, b = fit(xs, ys)
-        a_check, b_check = fit(xs[:-1], ys[:-1])
-        predicted = a_check + b_check * xs[-1]
-        figures[part] = {
-            "intercept_bytes": a,
-            "bytes_per_unit": b,
-            "at_real_bytes": a + b * real,
-            "holdout_error": (predicted - ys[-1]) / ys[-1],
-        }
-        print(
-            f"{part}: A({xs_key}) = {a / 2**20:.1f} MiB + {b / 2**20:.3f} MiB x {xs_key}; "
-            f"fit on all but the largest predicts it within {100 * abs(figures[part]['holdout_error']):.1f} %; "
-            f"A({real}) = {figures[part]['at_real_bytes'] / GIB:.2f} GiB"
-        )
+
+    # LLM: A(h) over the first three runs (same prompt tokens and batch in every run).
+    llm_rows = rows[:3]
+    xs, ys = [float(r["width"]) for r in llm_rows], [float(r["saved_llm_bytes"]) for r in llm_rows]
+    a, b = fit(xs, ys)
+    a2, b2 = fit(xs[:2], ys[:2])
+    llm_real = a + b * REAL_WIDTH
+    figures["llm"] = {"a": a, "b": b, "at_real": llm_real, "holdout_error": (a2 + b2 * xs[2] - ys[2]) / ys[2]}
+    print(
+        f"LLM: A(h) = {a / 2**20:.1f} MiB + {b / 2**20:.4f} MiB x h; fitting 2 widths predicts the 3rd within "
+        f"{100 * abs(figures['llm']['holdout_error']):.1f} %; A(4096) = {llm_real / GIB:.2f} GiB"
+    )
+
+    # UNet: A_S(c) at each side, then linear in pixels.
+    def unet_fit(side: int) -> tuple[float, float, float]:
+        series = [r for r in rows if r["latent"] == side][:3]
+        cx, cy = [float(r["channels"]) for r in series], [float(r["saved_unet_bytes"]) for r in series]
+        ca, cb = fit(cx, cy)
+        ha, hb = fit(cx[:2], cy[:2])
+        return ca, cb, (ha + hb * cx[2] - cy[2]) / cy[2]
+
+    fits = {side: unet_fit(side) for side in (s0, s1)}
+
+    def unet_at(channels: float, side: float) -> float:
+        (a0, b0, _), (a1, b1, _) = fits[s0], fits[s1]
+        y0, y1 = a0 + b0 * channels, a1 + b1 * channels
+        return y0 + (y1 - y0) * (side**2 - s0**2) / (s1**2 - s0**2)
+
+    check = rows[-1]
+    pixel_error = (unet_at(check["channels"], check["latent"]) - check["saved_unet_bytes"]) / check["saved_unet_bytes"]
+    unet_real = unet_at(REAL_CHANNELS, REAL_LATENT)
+    figures["unet"] = {
+        "fits": {str(k): v for k, v in fits.items()},
+        "channel_holdout_errors": [fits[s0][2], fits[s1][2]],
+        "pixel_holdout_error": pixel_error,
+        "at_real": unet_real,
+    }
+    print(
+        f"UNet: A_S(c) linear in c at S={s0} and S={s1} (2 channel counts predict the 3rd within "
+        f"{100 * abs(fits[s0][2]):.1f} % / {100 * abs(fits[s1][2]):.1f} %), linear in S*S between them (predicts the "
+        f"S={check['latent']} run within {100 * abs(pixel_error):.1f} %); A(c=320, S=64) = {unet_real / GIB:.2f} GiB"
+    )
 
     counts = real_parameter_counts()
     adapter = 32 * 2 * 32 * cfg.prefix_length * 128 + cfg.num_tokens * REAL_WIDTH + REAL_WIDTH * 768 + 768
@@ -337,38 +388,39 @@ def main(argv: list[str] | None = None) -> int:
         "sd": (counts["unet"] + counts["vae"] + counts["text_encoder"]) * 2,
         "adapter": adapter * 16,
     }
-    activations = figures["llm"]["at_real_bytes"] + figures["unet"]["at_real_bytes"] + max(r["saved_other_bytes"] for r in rows)
+    other = max(r["saved_other_bytes"] for r in rows)
+    activations = llm_real + unet_real + other
     margin = 0.10 * activations
     peak = sum(weights.values()) + activations + margin
     figures.update(parameters=counts, adapter_parameters=adapter, weights_bytes=weights, peak_bytes=peak)
     print(
-        f"weights (bf16): Llama-2-7b {weights['llm'] / GIB:.2f} GiB ({counts['llm']:,} parameters), "
-        f"SD 1.5 {weights['sd'] / GIB:.2f} GiB; adapter + grad + AdamW {weights['adapter'] / 2**20:.0f} MiB "
-        f"({adapter:,} fp32 parameters)"
+        f"weights (bf16): Llama-2-7b {weights['llm'] / GIB:.2f} GiB ({counts['llm']:,} parameters), SD 1.5 "
+        f"{weights['sd'] / GIB:.2f} GiB (UNet {counts['unet']:,}, VAE {counts['vae']:,}, text encoder "
+        f"{counts['text_encoder']:,}); adapter + grad + AdamW {weights['adapter'] / 2**20:.0f} MiB ({adapter:,} fp32 parameters)"
     )
     print(
         f"expected peak of the full profile's train_soft step: {peak / GIB:.1f} GiB = weights "
-        f"{sum(weights.values()) / GIB:.1f} + activations {activations / GIB:.1f} + 10 % margin {margin / GIB:.1f}; "
-        f"{100 * peak / (args.gpu_gib * GIB):.0f} % of {args.gpu_gib:.0f} GiB -> "
-        f"{'fits' if peak < args.gpu_gib * GIB else 'DOES NOT FIT'} without gradient checkpointing"
+        f"{sum(weights.values()) / GIB:.1f} + activations {activations / GIB:.1f} (LLM {llm_real / GIB:.1f}, UNet "
+        f"{unet_real / GIB:.1f}) + 10 % margin {margin / GIB:.1f}; {100 * peak / (args.gpu_gib * GIB):.0f} % of "
+        f"{args.gpu_gib:.0f} GiB -> {'fits' if peak < args.gpu_gib * GIB else 'DOES NOT FIT'} without gradient checkpointing"
     )
     rate = matmul_gflops(device, dtype)
-    last = rows[-1]
-    achieved = last["counted_gflop"] / last["call_seconds"] if last["call_seconds"] else 0.0
-    figures.update(matmul_gflops=rate, achieved_gflops=achieved)
+    biggest = max(rows, key=lambda r: r["counted_gflop"])
+    achieved = biggest["counted_gflop"] / biggest["call_seconds"] if biggest["call_seconds"] else 0.0
+    figures.update(matmul_gflops=rate, achieved_gflops=achieved, seconds=time.perf_counter() - started)
     print(
-        f"speed: the largest measured call ran {achieved:.1f} GFLOP/s (counted by torch.utils.flop_counter, "
-        f"precompute included) = {100 * achieved / rate:.0f} % of this machine's {rate:.1f} GFLOP/s {dtype} matmul"
+        f"speed: the largest run reached {achieved:.2f} GFLOP/s (counted by torch.utils.flop_counter, precompute "
+        f"included) = {100 * achieved / rate:.1f} % of this machine's {rate:.1f} GFLOP/s {dtype} matmul (1024^2); "
+        f"benchmark {figures['seconds'] / 60:.1f} min"
     )
     if args.real:
-        if device.type != "cuda":
-            parser.error("--real needs a CUDA device")
-        row = measure(REAL_WIDTH, REAL_CHANNELS, cfg, device, dtype)
+        row = measure(REAL_WIDTH, REAL_CHANNELS, REAL_LATENT, cfg, device, dtype)
         figures["real"] = row
+        _print_row(row)
         print(
-            f"real sizes, measured: CUDA max allocated {row['cuda_max_allocated_bytes'] / GIB:.1f} GiB "
-            f"(estimate {peak / GIB:.1f}); saved LLM {row['saved_llm_bytes'] / GIB:.2f} GiB, "
-            f"UNet {row['saved_unet_bytes'] / GIB:.2f} GiB"
+            f"real sizes, measured: CUDA max allocated {row['cuda_max_allocated_bytes'] / GIB:.1f} GiB (estimate "
+            f"{peak / GIB:.1f}); saved LLM {row['saved_llm_bytes'] / GIB:.2f} GiB (estimate {llm_real / GIB:.2f}), "
+            f"UNet {row['saved_unet_bytes'] / GIB:.2f} GiB (estimate {unet_real / GIB:.2f})"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
