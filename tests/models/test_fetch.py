@@ -185,3 +185,12 @@ def test_missing_full_folders_name_key_folder_and_command(tmp_path: Path, monkey
         load_generator(full.generator, "cpu", key="profiles.full.generator")
     with pytest.raises(ModelError, match=rf"profiles\.full\.scorer\.path = 'models/clip-vit-b-32': no such folder .*{expected}"):
         load_scorer(full.scorer, "cpu", key="profiles.full.scorer")
+
+
+def test_a_hub_spec_needs_a_pinned_commit_and_a_local_path() -> None:
+    from pmg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"profiles\.full\.llm: Value error, hub 'meta-llama/x' needs 'revision'"):
+        load_params(ROOT / "params.yaml", {"profiles.full.llm.revision": None, "profiles.full.llm.hub": "meta-llama/x"})
+    with pytest.raises(ConfigError, match=r"profiles\.full\.llm\.revision: String should match pattern"):
+        load_params(ROOT / "params.yaml", {"profiles.full.llm.revision": "main"})
