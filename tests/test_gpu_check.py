@@ -94,7 +94,13 @@ def test_profile_choice_falls_back_to_the_real_size_rehearsal(tmp_path: Path, mo
 
 def test_overrides_and_the_scratch_workdir(tmp_path: Path) -> None:
     pairs = gpu_check.overrides("rehearsal", 8, ["generate.steps=10"])
-    assert pairs == ["base.profile=rehearsal", "describe.max_users=8", "rehearsal.scale=real", "generate.steps=10"]
+    assert pairs == [
+        "base.profile=rehearsal",
+        "describe.max_users=8",
+        "rehearsal.scale=real",
+        "rehearsal.device=cuda",
+        "generate.steps=10",
+    ]
     assert gpu_check.overrides("full", 3, []) == ["base.profile=full", "describe.max_users=3"]
     params = load_params(ROOT / "params.yaml", gpu_check._pairs(pairs))
     assert params.base.profile == "rehearsal" and params.rehearsal.scale == "real"
@@ -112,6 +118,18 @@ def test_every_stage_of_the_check_is_a_pmg_command() -> None:
     from pmg.cli import build_parser
 
     parser = build_parser()
-    for name, command in gpu_check.STAGES:
-        args = parser.parse_args(list(command))
-        assert callable(args.func), name
+    for profile in ("full", "rehearsal"):
+        for name, command in gpu_check.stages(profile):
+            args = parser.parse_args(list(command))
+            assert callable(args.func), name
+
+
+def test_the_check_runs_the_stage_tables_stages_of_its_profile() -> None:
+    """The rehearsal models are built first on the rehearsal profile; the mini zoo never runs."""
+    from pmg.stages.table import STAGES
+
+    full = [name for name, _ in gpu_check.stages("full")]
+    rehearsal = [name for name, _ in gpu_check.stages("rehearsal")]
+    assert rehearsal == [s.name for s in STAGES if not s.name.startswith("zoo_")]
+    assert rehearsal.index("rehearsal_models") < rehearsal.index("describe")
+    assert full == [name for name in rehearsal if name != "rehearsal_models"]

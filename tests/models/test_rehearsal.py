@@ -18,9 +18,11 @@ from PIL import Image
 
 from pmg.config import REHEARSAL_SIZE_KEYS, GenerateConfig, ModelSpec, TrainSoftConfig, flatten_keys, load_params
 from pmg.errors import ConfigError, ModelError
-from pmg.models import load_captioner, load_generator, load_llm, load_scorer
 from pmg.models import rehearsal as R
-from pmg.models.scorer import CONFIG_NAME
+from pmg.models.captioner import load_captioner
+from pmg.models.generator import load_generator
+from pmg.models.llm import load_llm
+from pmg.models.scorer import CONFIG_NAME, load_scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
