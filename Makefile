@@ -21,7 +21,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_LOCAL_STORAGE_PATH := $(CURDIR)/.prefect/results
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test setup system-deps clean prefect-server prefect-deploy worker
+.PHONY: demo test setup system-deps clean prefect-server prefect-deploy worker gpu-check
 
 # Ends with a summary that fits 120 columns (headline table, stage timings,
 # the report's path); `dvc metrics show` prints every metric of every stage.
@@ -32,6 +32,14 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The whole pipeline on one GPU, 8 users per scenario: the full profile when its
+# checkpoints are fetched (HF_HUB_OFFLINE=0 pmg models fetch --profile full), else
+# the rehearsal profile at the real sizes. Prints per-stage time, peak GPU memory
+# and the headline table (see README, "The full profile").
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python -m pmg.gpu_check $(GPU_CHECK_ARGS)
 
 setup: system-deps $(STAMP)
 

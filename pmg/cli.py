@@ -48,6 +48,29 @@ def _catalogue(args: argparse.Namespace, params: Params) -> Catalogue:
     return Catalogue(params, metrics_root=Path(args.metrics_root), plots_root=Path(args.plots_root))
 
 
+def _cmd_models_fetch(args: argparse.Namespace) -> int:
+    from pmg.models.fetch import fetch_profile
+
+    params = _params(args)
+    if args.profile not in params.profiles:
+        raise ConfigError(f"--profile {args.profile!r}: profiles defines only {sorted(params.profiles)}")
+    records = fetch_profile(
+        params.profiles[args.profile], args.profile, roles=tuple(args.role) or None, force=args.force
+    )
+    for role, record in records.items():
+        state = "up to date" if record.get("skipped") else "fetched, sha256 verified"
+        print(f"{role}: {record['repo']}@{record['revision'][:12]}: {len(record['files'])} files, {state}")
+    return 0
+
+
+def _cmd_models_convert_clip(args: argparse.Namespace) -> int:
+    from pmg.models.scorer import convert_open_clip_checkpoint
+
+    out = convert_open_clip_checkpoint(args.checkpoint, args.out, name=args.name)
+    print(f"wrote {out} (open_clip_config.json + open_clip_model.safetensors)")
+    return 0
+
+
 def _registry(args: argparse.Namespace) -> Registry:
     # Imported here: boto3 stays out of the start-up of every other command.
     from pmg.registry import Registry
@@ -255,11 +278,12 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
 _GROUP_HELP = {
     "assets": "offline assets from registry package archives",
     "zoo": "build the mini model zoo (mini profile)",
+    "models": "the rehearsal models, the real checkpoints",
 }
 
 
-def _stage_commands(sub: argparse._SubParsersAction, scenarios: list[str]) -> None:
-    """One subcommand per stage of the stage table (`pmg zoo clip` for `("zoo", "clip")`)."""
+def _stage_commands(sub: argparse._SubParsersAction, scenarios: list[str]) -> dict[str, argparse._SubParsersAction]:
+    """One subcommand per stage of the stage table (`pmg zoo clip` for `("zoo", "clip")`); the command groups."""
     from pmg.stages.table import STAGES
 
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -275,6 +299,7 @@ def _stage_commands(sub: argparse._SubParsersAction, scenarios: list[str]) -> No
         if spec.per_scenario:
             command.add_argument("--scenario", choices=scenarios, help="one scenario (default: all)")
         command.set_defaults(func=_cmd_stage, stage=spec)
+    return groups
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the parsed, validated parameters")
     config.set_defaults(func=_cmd_config)
-    _stage_commands(sub, scenarios)
+    groups = _stage_commands(sub, scenarios)
+
+    # `pmg models build-rehearsal` is the stage `rehearsal_models` of the table.
+    models_sub = groups["models"]
+    roles = ["llm", "generator", "captioner", "scorer"]
+    fetch_models = models_sub.add_parser(
+        "fetch", help="download a profile's checkpoints at pinned commits, sha256 verified (needs a hub)"
+    )
+    fetch_models.add_argument("--profile", default="full", help="whose models (default: full)")
+    fetch_models.add_argument("--role", action="append", default=[], choices=roles, help="only this model (repeatable)")
+    fetch_models.add_argument("--force", action="store_true", help="fetch even folders that are up to date")
+    fetch_models.set_defaults(func=_cmd_models_fetch)
+    convert = models_sub.add_parser(
+        "convert-clip", help="convert a pickled open_clip checkpoint once into a safetensors folder"
+    )
+    convert.add_argument("checkpoint", help="a .bin/.pt file (with --name) or an open_clip folder holding one")
+    convert.add_argument("out", help="the folder to write")
+    convert.add_argument("--name", help="the built-in architecture of a checkpoint file, e.g. ViT-B-32")
+    convert.set_defaults(func=_cmd_models_convert_clip)
 
     registry = sub.add_parser("registry", help="versioned adapters on S3, aliases moved by metric gates")
     registry_sub = registry.add_subparsers(dest="registry_command", required=True)

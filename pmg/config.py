@@ -7,8 +7,11 @@ key, so a typo in `params.yaml` fails at start-up instead of being ignored.
 Library code takes these objects (or one section of them), never the file.
 
 Profiles: `profiles.mini` (default; CPU, offline, small models built from
-packaged assets) and `profiles.full` (real checkpoints by hub id or local path,
-on GPU) name the models. `base.profile` picks one; the code path is the same.
+packaged assets), `profiles.full` (the real checkpoints, fetched into local
+folders by `pmg models fetch`, on GPU) and `profiles.rehearsal` (the full
+profile's classes and configurations with random weights and small sizes,
+`pmg models build-rehearsal`) name the models. `base.profile` picks one; the
+code path is the same.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pmg.errors import ConfigError
 from pmg.frozen import Section
@@ -94,6 +97,15 @@ class ModelSpec(Section):
             never goes in `params.yaml`.
         safety_checker: generators only; `false` loads the pipeline without
             its safety checker, `true` keeps whatever the pipeline folder has.
+        hub: the hub repository `path` is fetched from (`pmg models fetch`),
+            e.g. `meta-llama/Llama-2-7b-chat-hf`; `path` is then always a local
+            folder, and a missing one is an error naming the fetch command.
+        revision: the commit of `hub` to fetch (40 hex digits): a commit's
+            files never change, so it pins every file's sha256 too.
+        architecture: the class the checkpoint must hold, checked before
+            the weights are read (`LlamaForCausalLM`, `StableDiffusionPipeline`,
+            `Blip2ForConditionalGeneration`; for open_clip the built-in
+            architecture in `name` plays this role).
     """
 
     kind: str
@@ -106,6 +118,17 @@ class ModelSpec(Section):
     max_retries: int = Field(default=3, ge=0)
     api_key_env: str | None = None
     safety_checker: bool = True
+    hub: str | None = None
+    revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+    architecture: str | None = None
+
+    @model_validator(mode="after")
+    def _revision_with_hub(self) -> ModelSpec:
+        if self.hub and not self.revision:
+            raise ValueError(f"hub {self.hub!r} needs 'revision' (a 40-hex commit: the files are pinned by it)")
+        if self.hub and not self.path:
+            raise ValueError(f"hub {self.hub!r} needs 'path' (the local folder it is fetched into)")
+        return self
 
 
 class ProfileConfig(Section):
@@ -496,6 +519,119 @@ class ZooConfig(Section):
     llm_out: str = "data/zoo/llm"
     clip: ZooClipConfig = ZooClipConfig()
     sd: ZooSDConfig = ZooSDConfig()
+
+
+# --------------------------------------------------------------------- rehearsal
+
+#: Per model of the rehearsal: the keys of the real checkpoint's configuration
+#: that are sizes, and so may differ in the rehearsal (nested configurations as
+#: `part.key`). Everything else is the real checkpoint's value.
+REHEARSAL_SIZE_KEYS: dict[str, frozenset[str]] = {
+    "llm": frozenset({"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}),
+    "generator": frozenset(
+        {
+            "unet.block_out_channels",
+            "unet.layers_per_block",
+            "unet.sample_size",
+            "vae.block_out_channels",
+            "vae.layers_per_block",
+            "vae.sample_size",
+            "text_encoder.num_hidden_layers",
+            "text_encoder.intermediate_size",
+        }
+    ),
+    "captioner": frozenset(
+        {
+            "vision_config.hidden_size",
+            "vision_config.intermediate_size",
+            "vision_config.num_hidden_layers",
+            "vision_config.num_attention_heads",
+            "qformer_config.hidden_size",
+            "qformer_config.intermediate_size",
+            "qformer_config.num_hidden_layers",
+            "qformer_config.num_attention_heads",
+            "text_config.hidden_size",
+            "text_config.ffn_dim",
+            "text_config.num_hidden_layers",
+            "text_config.num_attention_heads",
+        }
+    ),
+    "scorer": frozenset(
+        {
+            "embed_dim",
+            "vision_cfg.width",
+            "vision_cfg.layers",
+            "vision_cfg.head_width",
+            "text_cfg.width",
+            "text_cfg.heads",
+            "text_cfg.layers",
+        }
+    ),
+}
+
+
+def flatten_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one flat mapping with dotted keys (`{"a": {"b": 1}}` -> `{"a.b": 1}`)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+class RehearsalConfig(Section):
+    """The rehearsal models: the `full` profile's classes and configurations, random weights, small sizes.
+
+    `pmg models build-rehearsal` writes one folder per model of `profile`
+    (its `llm`, `generator`, `captioner` and `scorer` paths) from the real
+    checkpoints' configurations (`pmg.models.rehearsal`) with only the size
+    keys below replaced — never a width at a hand-over: the generator's text
+    width (768) and its 77 positions, the 4 latent channels and SD's VAE
+    scaling factor stay real, and the soft model's projection maps the small
+    LLM width to 768.
+
+    Attributes:
+        profile: whose model folders are written.
+        scale: `tiny` (the sizes below: runs on 2 CPU cores) or `real` (the
+            real checkpoints' sizes, random weights: for `make gpu-check` on
+            a GPU machine without the checkpoints).
+        seed: seed of the random weights.
+        device: where the random weights are made (`cpu`, `cuda`, `auto`;
+            `make gpu-check` makes the real-size ones on `cuda`).
+        llm: size keys of `LlamaForCausalLM`'s config (Llama-2-7b-chat).
+        generator: size keys of SD 1.5's `unet`, `vae` and `text_encoder` configs.
+        captioner: size keys of BLIP-2 OPT-2.7b's `vision_config`,
+            `qformer_config` and `text_config`.
+        scorer: size keys of open_clip `ViT-B-32`'s `model_cfg`.
+    """
+
+    profile: str = "rehearsal"
+    scale: Literal["tiny", "real"] = "tiny"
+    seed: int = 0
+    device: str = "cpu"
+    llm: dict[str, Any] = Field(default_factory=dict)
+    generator: dict[str, Any] = Field(default_factory=dict)
+    captioner: dict[str, Any] = Field(default_factory=dict)
+    scorer: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("llm", "generator", "captioner", "scorer")
+    @classmethod
+    def _only_sizes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        allowed = REHEARSAL_SIZE_KEYS[info.field_name]
+        unknown = sorted(set(flatten_keys(value)) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{unknown} are not size keys of the real configuration; the rehearsal may change only "
+                f"{sorted(allowed)}"
+            )
+        return value
+
+    def sizes(self, part: str) -> dict[str, Any]:
+        """The flat (`a.b`) size overrides of one model; none at `scale: real`."""
+        return {} if self.scale == "real" else flatten_keys(getattr(self, part))
+
 
 # ------------------------------------------------------------- describe/keywords
 
@@ -907,6 +1043,7 @@ class Params(Section):
     prepare: PrepareConfig = PrepareConfig()
     registry: RegistryConfig = RegistryConfig()
     zoo: ZooConfig = ZooConfig()
+    rehearsal: RehearsalConfig = RehearsalConfig()
     describe: DescribeConfig = DescribeConfig()
     keywords: KeywordsConfig = KeywordsConfig()
     generate: GenerateConfig = GenerateConfig()

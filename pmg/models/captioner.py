@@ -22,7 +22,7 @@ from PIL import Image
 
 from pmg.config import ModelSpec
 from pmg.errors import ModelError
-from pmg.models.common import as_device, loading, resolve_source
+from pmg.models.common import as_device, loading, require_architecture, resolve_source
 from pmg.models.device import resolve_dtype
 from pmg.models.scorer import Scorer, load_scorer
 
@@ -211,6 +211,8 @@ def load_captioner(
                 f"{key}.path = {source.value!r}: holds a {config.model_type!r} model, but {key}.kind is "
                 f"{spec.kind!r} (expects {_MODEL_TYPES[spec.kind]!r})"
             )
+        if spec.architecture:
+            require_architecture(config, spec.architecture, key, source.value)
         model, info = model_class.from_pretrained(
             source.value, dtype=dtype, local_files_only=source.local, output_loading_info=True
         )

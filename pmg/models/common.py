@@ -50,6 +50,10 @@ def require(spec: ModelSpec, field: str, key: str) -> str:
 def resolve_source(spec: ModelSpec, key: str, *, allow_hub: bool = True) -> Source:
     """Decide whether `spec.path` is on disk or a hub id.
 
+    A spec with `hub` names a local folder fetched from that hub repository:
+    it is never tried as a hub id, and a missing one names the command that
+    fetches it.
+
     Raises:
         ModelError: `path` is unset, or neither exists nor looks like a hub id.
     """
@@ -57,10 +61,41 @@ def resolve_source(spec: ModelSpec, key: str, *, allow_hub: bool = True) -> Sour
     path = Path(value).expanduser()
     if path.exists():
         return Source(str(path), local=True)
+    if spec.hub:
+        raise ModelError(missing_fetched_folder(spec, key))
     looks_local = value.startswith((".", "/", "~")) or value.count("/") > 1 or bool(Path(value).suffix)
     if not allow_hub or looks_local or not _HUB_ID.match(value):
         raise ModelError(f"{key}.path = {value!r}: no such file or folder (resolved to {path.resolve()})")
     return Source(value, local=False)
+
+
+def missing_fetched_folder(spec: ModelSpec, key: str) -> str:
+    """The one-line message for a fetched checkpoint's folder that is not there: key, folder, command."""
+    parts = key.split(".")
+    profile = parts[1] if len(parts) > 2 and parts[0] == "profiles" else "<profile>"
+    return (
+        f"{key}.path = {spec.path!r}: no such folder (resolved to {Path(spec.path).expanduser().resolve()}); "
+        f"it holds {spec.hub}@{(spec.revision or '')[:12]}: fetch it with "
+        f"`HF_HUB_OFFLINE=0 pmg models fetch --profile {profile}`"
+    )
+
+
+def require_architecture(config, expected: str, key: str, source: str) -> None:
+    """Fail, naming both, when a transformers config's `architectures` does not hold `expected`.
+
+    Args:
+        config: a `PretrainedConfig` (its `architectures` list, as written by
+            `save_pretrained`).
+        expected: the class the spec's `architecture` names.
+        key: the spec's config key.
+        source: the path or hub id, for the message.
+    """
+    found = list(getattr(config, "architectures", None) or [])
+    if expected not in found:
+        held = ", ".join(found) or f"a {getattr(config, 'model_type', '?')!r} model with no architectures entry"
+        raise ModelError(
+            f"{key}.path = {source!r}: holds {held} (config.json), but {key}.architecture is {expected!r}"
+        )
 
 
 def as_device(device: str | torch.device, key: str) -> torch.device:

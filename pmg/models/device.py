@@ -1,10 +1,27 @@
-"""Where models run and in which precision.
+"""Where models run and in which precision: the one rule every loader applies.
 
-Profiles say `device: auto` and `dtype: auto`; these two functions turn that
-into a concrete `torch.device` and `torch.dtype` once, so every loader makes
-the same choice: CUDA when present, fp16 on CUDA, fp32 on CPU. fp16 is never
-used on CPU — many CPU kernels lack it or run it slower than fp32 — so a
-profile written for a GPU (`dtype: float16`) still runs, in fp32, on a laptop.
+Profiles say `device: auto` and `dtype: auto`; :func:`resolve_device` and
+:func:`resolve_dtype` turn that into a concrete `torch.device` and
+`torch.dtype` once, so every loader (`load_llm`, `load_generator`,
+`load_scorer`, `load_captioner`) makes the same choice:
+
+* CPU: always float32. Half precision (fp16 or bf16) is never used on CPU —
+  many CPU kernels lack it or run it slower than fp32 — so a profile written
+  for a GPU (`dtype: float16`) still runs, in fp32, on a laptop.
+* CUDA, `auto`: bfloat16 where the GPU has bf16 tensor cores (compute
+  capability 8.0 and later: A100, H100, L4, RTX 30xx and later), else float16.
+  bf16 keeps fp32's exponent range, so the backward pass of the soft
+  preference model through the frozen LLM cannot overflow or underflow the way
+  fp16 gradients can without loss scaling (the adapter itself stays fp32, see
+  `pmg.method.soft`). Stable Diffusion 1.5, BLIP-2 and open_clip run in either.
+* CUDA, an explicit `float16` / `bfloat16` / `float32`: as written (bf16 on a
+  GPU without it fails loudly rather than silently turning into fp16).
+
+Attention: transformers and diffusers use PyTorch's scaled-dot-product
+attention (SDPA) by default (`config._attn_implementation == "sdpa"`, diffusers'
+`AttnProcessor2_0`), which picks the flash / memory-efficient kernels on CUDA:
+attention memory is linear in the sequence length, so attention slicing (which
+trades speed for the quadratic memory of the eager kernel) is not switched on.
 """
 
 from __future__ import annotations
@@ -53,8 +70,17 @@ def resolve_device(device: str | torch.device, *, key: str = "device") -> torch.
     return torch.device("cuda", index)
 
 
+def half_precision(device: torch.device) -> torch.dtype:
+    """The half-precision dtype `auto` means on a CUDA device: bf16 where supported, else fp16."""
+    if device.type != "cuda":
+        raise ValueError(f"half precision is only used on CUDA, not on {device}")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, _minor = torch.cuda.get_device_capability(index)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
 def resolve_dtype(dtype: str, device: torch.device, *, key: str = "dtype") -> torch.dtype:
-    """Turn a spec's dtype setting into a `torch.dtype` for `device`.
+    """Turn a spec's dtype setting into a `torch.dtype` for `device` (the module's one rule).
 
     Args:
         dtype: `auto`, `float32`, `float16` or `bfloat16`.
@@ -62,18 +88,26 @@ def resolve_dtype(dtype: str, device: torch.device, *, key: str = "dtype") -> to
         key: the config key the value came from, for messages.
 
     Returns:
-        fp16 for `auto` on CUDA, fp32 for `auto` on CPU; the named dtype
-        otherwise, except that fp16 on CPU becomes fp32 (with a log line).
+        float32 on CPU whatever was asked (with a log line when half precision
+        was asked); on CUDA, `auto` gives :func:`half_precision` and a named
+        dtype is kept.
 
     Raises:
-        ModelError: an unknown dtype name.
+        ModelError: an unknown dtype name, or bfloat16 asked for on a CUDA
+            device that does not support it.
     """
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
+    if dtype != "auto" and dtype not in _DTYPES:
         raise ModelError(f"{key}: unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
-    chosen = _DTYPES[dtype]
-    if chosen == torch.float16 and device.type == "cpu":
-        log.info("%s: float16 asked for on CPU; using float32", key)
+    if device.type != "cuda":
+        if dtype in ("float16", "bfloat16"):
+            log.info("%s: %s asked for on %s; using float32", key, dtype, device)
         return torch.float32
+    if dtype == "auto":
+        return half_precision(device)
+    chosen = _DTYPES[dtype]
+    if chosen == torch.bfloat16 and half_precision(device) != torch.bfloat16:
+        raise ModelError(
+            f"{key}: bfloat16 asked for, but {torch.cuda.get_device_name(device)} does not support it "
+            f"(compute capability < 8.0); use auto or float16"
+        )
     return chosen

@@ -225,7 +225,16 @@ def load_generator(
     source = resolve_source(spec, key)
     extra = {} if spec.safety_checker else {"safety_checker": None, "requires_safety_checker": False}
     what = "a Stable Diffusion pipeline (a diffusers folder with model_index.json)"
+    expected = spec.architecture or "StableDiffusionPipeline"
     with loading(key, source.value, what, hub=not source.local):
+        # Checked before the weights are read: diffusers would try to fit another
+        # pipeline's folder into this class part by part.
+        found = StableDiffusionPipeline.load_config(source.value, local_files_only=source.local).get("_class_name")
+        if found != expected:
+            raise ModelError(
+                f"{key}.path = {source.value!r}: holds a {found} (model_index.json), but the generator "
+                f"must be a {expected}" + (f" ({key}.architecture)" if spec.architecture else "")
+            )
         pipeline = StableDiffusionPipeline.from_pretrained(
             source.value, dtype=dtype, local_files_only=source.local, **extra
         )

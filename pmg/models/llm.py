@@ -35,7 +35,7 @@ import torch
 from pmg.config import ModelSpec
 from pmg.errors import ModelError
 from pmg.io import output_folder
-from pmg.models.common import Source, as_device, loading, require, resolve_source
+from pmg.models.common import Source, as_device, loading, require, require_architecture, resolve_source
 from pmg.models.device import resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ def load_llm(
     dtype = resolve_dtype(spec.dtype, torch_device, key=f"{key}.dtype")
     if spec.kind == "hf":
         source = resolve_source(spec, key)
-        model, tokenizer = _load_hf(source, dtype, key)
+        model, tokenizer = _load_hf(source, dtype, key, architecture=spec.architecture)
         model_id = f"hf:{source.value}"
     else:
         gguf_path = gguf_file_of(spec, key)
@@ -371,8 +371,8 @@ def load_llm(
     )
 
 
-def _load_hf(source: Source, dtype: torch.dtype, key: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_hf(source: Source, dtype: torch.dtype, key: str, *, architecture: str | None = None):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     with loading(
         key,
@@ -380,6 +380,10 @@ def _load_hf(source: Source, dtype: torch.dtype, key: str):
         "a Hugging Face causal LM (config.json + weights + tokenizer)",
         hub=not source.local,
     ):
+        if architecture:
+            # Checked before the weights are read: another causal LM would load without complaint.
+            config = AutoConfig.from_pretrained(source.value, local_files_only=source.local)
+            require_architecture(config, architecture, key, source.value)
         tokenizer = AutoTokenizer.from_pretrained(source.value, local_files_only=source.local)
         model, info = AutoModelForCausalLM.from_pretrained(
             source.value, dtype=dtype, local_files_only=source.local, output_loading_info=True

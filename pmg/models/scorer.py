@@ -2,14 +2,20 @@
 
 Two on-disk forms, both read by open_clip itself:
 
-- `name` a built-in architecture (e.g. `ViT-B-32`) + `path` a checkpoint file
-  (`.bin`, `.pt`, `.safetensors`):
-  `open_clip.create_model_and_transforms(name, pretrained=path)`.
+- `name` a built-in architecture (e.g. `ViT-B-32`) + `path` a safetensors
+  checkpoint file: `open_clip.create_model_and_transforms(name, pretrained=path)`.
 - `path` a folder holding `open_clip_config.json` (`{"model_cfg": ...,
   "preprocess_cfg": ...}`) and `open_clip_model.safetensors` — open_clip's
-  hub format, read from disk through its `local-dir:` schema. Custom
-  architectures (the mini profile's small CLIP) use this; write one with
-  :func:`save_open_clip_folder`. `name` is then only a label.
+  hub format, read from disk through its `local-dir:` schema. The `full`
+  profile's fetched `laion/CLIP-ViT-B-32-laion2B-s34B-b79K` folder, the
+  rehearsal's and custom architectures (the mini profile's small CLIP) use
+  this; write one with :func:`save_open_clip_folder`. When `name` is a
+  built-in architecture the folder must hold that architecture (sizes
+  aside: :func:`check_named_architecture`); otherwise it is only a label.
+
+Weights load from safetensors only: a pickled checkpoint (`.bin`, `.pt`) is
+refused with the command that converts it once through PyTorch's restricted
+unpickler (:func:`convert_open_clip_checkpoint`).
 
 Embeddings are L2-normalised, so a dot product is the cosine similarity the
 selection step uses (`d_p = cos(e_M, e_p)`).
@@ -26,11 +32,12 @@ from PIL import Image
 from pmg.config import ModelSpec
 from pmg.errors import ModelError
 from pmg.io import output_folder
-from pmg.models.common import as_device, loading, require
+from pmg.models.common import as_device, loading, missing_fetched_folder, require
 from pmg.models.device import resolve_dtype
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 class Scorer:
@@ -134,6 +141,8 @@ def load_scorer(spec: ModelSpec, device: str | torch.device = "auto", *, key: st
     else:
         source = require(spec, "path", key)
         path = Path(source).expanduser()
+        if spec.hub and not path.exists():
+            raise ModelError(missing_fetched_folder(spec, key))
         if path.is_dir():
             if not (path / CONFIG_NAME).is_file():
                 raise ModelError(
@@ -141,6 +150,8 @@ def load_scorer(spec: ModelSpec, device: str | torch.device = "auto", *, key: st
                     f"{CONFIG_NAME} and {WEIGHTS_NAME} (or give a checkpoint file and {key}.name)"
                 )
             _require_weights(path, key)
+            if spec.name:
+                check_named_architecture(path, spec.name, key)
             model_name, pretrained = f"local-dir:{path}", None
             extra = text_tower_override(path)
         elif path.is_file():
@@ -149,6 +160,11 @@ def load_scorer(spec: ModelSpec, device: str | torch.device = "auto", *, key: st
                 raise ModelError(
                     f"{key}.name = {model_name!r}: not a built-in open_clip architecture (for a custom one, "
                     f"point {key}.path at a folder with {CONFIG_NAME})"
+                )
+            if path.suffix.lower() in PICKLE_SUFFIXES:
+                raise ModelError(
+                    f"{key}.path = {source!r}: a pickled checkpoint; weights load from safetensors only. "
+                    f"Convert it once: `pmg models convert-clip {source} <folder> --name {model_name}`"
                 )
         else:
             raise ModelError(
@@ -199,11 +215,105 @@ def text_tower_override(folder: str | Path) -> dict:
 
 def _require_weights(folder: Path, key: str) -> None:
     # open_clip only warns when a local-dir has a config but no weights; an
-    # untrained scorer would silently rank candidates at random.
-    if not any(any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.pth")):
+    # untrained scorer would silently rank candidates at random. Pickled
+    # weights are refused: open_clip would read them with torch.load.
+    if (folder / WEIGHTS_NAME).is_file():
+        return
+    pickles = sorted(f.name for f in folder.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
         raise ModelError(
-            f"{key}.path = {str(folder)!r}: {CONFIG_NAME} found but no weights file ({WEIGHTS_NAME})"
+            f"{key}.path = {str(folder)!r}: holds only pickled weights ({', '.join(pickles)}); weights load "
+            f"from safetensors only. Convert once: `pmg models convert-clip {folder} <new folder>`"
         )
+    raise ModelError(
+        f"{key}.path = {str(folder)!r}: {CONFIG_NAME} found but no weights file ({WEIGHTS_NAME})"
+    )
+
+
+def check_named_architecture(folder: str | Path, name: str, key: str) -> None:
+    """Refuse an open_clip folder whose architecture is not the built-in one `name` names.
+
+    Only sizes may differ (widths, depths, heads, the joint embedding width:
+    `pmg.config.REHEARSAL_SIZE_KEYS["scorer"]`), so a rehearsal folder with
+    small sizes passes and a folder of another architecture (another patch
+    size, context length, vocabulary or tower) fails, naming both. A `name`
+    that is not a built-in architecture (the mini profile's label) is not checked.
+
+    Raises:
+        ModelError: naming the key, the folder, the architecture and every difference.
+    """
+    import open_clip
+
+    reference = open_clip.get_model_config(name)
+    if reference is None:
+        return
+    from pmg.config import REHEARSAL_SIZE_KEYS, flatten_keys
+
+    model_cfg = json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8")).get("model_cfg", {})
+    sizes = REHEARSAL_SIZE_KEYS["scorer"]
+    ours, theirs = flatten_keys(model_cfg), flatten_keys(reference)
+    differences = [
+        f"{k}: {ours.get(k)!r} (folder) vs {theirs.get(k)!r} ({name})"
+        for k in sorted(set(ours) | set(theirs))
+        if k not in sizes and ours.get(k) != theirs.get(k)
+    ]
+    if differences:
+        raise ModelError(
+            f"{key}.path = {str(folder)!r}: its {CONFIG_NAME} is not the open_clip architecture {name!r} "
+            f"named by {key}.name; differs in " + "; ".join(differences)
+        )
+
+
+def convert_open_clip_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str | None = None) -> Path:
+    """Convert a pickled open_clip checkpoint, once, into a safetensors folder `load_scorer` reads.
+
+    The pickle is read by PyTorch's restricted unpickler
+    (`torch.load(weights_only=True)`, through open_clip's own
+    `load_checkpoint`): it rebuilds tensors and plain containers only and
+    refuses any other global, so a checkpoint cannot run code by being read.
+    (`pmg.assets.unpickle` is the same idea for numpy pickles; a torch
+    checkpoint needs torch's storage reconstruction, which that one rightly
+    refuses.) Every weight must fit the architecture (strict).
+
+    Args:
+        checkpoint: a `.bin`/`.pt`/`.pth` file (with `name`, a built-in
+            architecture) or an open_clip folder holding
+            `open_clip_config.json` and `open_clip_pytorch_model.bin`.
+        out_dir: the folder to write (`open_clip_config.json` +
+            `open_clip_model.safetensors`); replaced when it exists.
+        name: the built-in architecture of a checkpoint file.
+
+    Returns:
+        `out_dir`.
+
+    Raises:
+        ModelError: an unknown architecture, a pickle that names anything but
+            tensors, or weights that do not fit.
+    """
+    import open_clip
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        config = json.loads((checkpoint / CONFIG_NAME).read_text(encoding="utf-8"))
+        model_cfg, preprocess_cfg = config["model_cfg"], config.get("preprocess_cfg")
+        pickles = sorted(f for f in checkpoint.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES)
+        if len(pickles) != 1:
+            raise ModelError(f"{checkpoint}: expected one pickled weights file, found {[f.name for f in pickles]}")
+        weights = pickles[0]
+    else:
+        model_cfg = open_clip.get_model_config(name or "")
+        if model_cfg is None:
+            raise ModelError(f"convert-clip: --name {name!r} is not a built-in open_clip architecture")
+        preprocess_cfg, weights = None, checkpoint
+    from open_clip import CLIP
+
+    model = CLIP(**model_cfg)
+    try:
+        open_clip.load_checkpoint(model, str(weights), strict=True, weights_only=True)
+    except Exception as err:  # the restricted unpickler's refusal, or weights that do not fit
+        reason = " ".join(str(err).split())[:600]
+        raise ModelError(f"{weights}: could not convert: {type(err).__name__}: {reason}") from err
+    return save_open_clip_folder(model, model_cfg, out_dir, preprocess_cfg=preprocess_cfg)
 
 
 def save_open_clip_folder(

@@ -78,6 +78,17 @@ class Catalogue:
         zoo = self.params.zoo
         return Path({"llm": zoo.llm_out, "clip": zoo.clip.out, "sd": zoo.sd.out}[part])
 
+    # --------------------------------------------------------- rehearsal
+
+    def rehearsal_models(self) -> list[Path]:
+        """The rehearsal profile's model folders (`rehearsal.profile`'s llm, generator, captioner, scorer)."""
+        profile = self.params.profiles[self.params.rehearsal.profile]
+        return [Path(getattr(profile, role).path) for role in ("llm", "generator", "captioner", "scorer")]
+
+    def rehearsal_metrics(self) -> Path:
+        """The rehearsal build's facts: `metrics/models/rehearsal.json`."""
+        return self.metrics("models", "rehearsal")
+
     # ---------------------------------------------------- describe, keywords
 
     def descriptions(self, scenario: str) -> Path:
@@ -229,6 +240,7 @@ class Catalogue:
             "zoo_llm": lambda: [self.asset("smollm2")],
             "zoo_clip": lambda: [self.asset("minilm"), Path(self.params.prepare.out)],
             "zoo_sd": lambda: [self.zoo("clip"), Path(self.params.prepare.out)],
+            "rehearsal_models": lambda: [],
             "describe": lambda: [self.prepared(s), *self._model("llm"), *self._model("captioner")],
             "keywords": lambda: [self.descriptions(s), self.prepared(s), *self._model("llm")],
             "train_soft": lambda: [
@@ -314,6 +326,7 @@ class Catalogue:
             "zoo_llm": lambda: [self.zoo("llm"), self.zoo_metrics("llm")],
             "zoo_clip": lambda: [self.zoo("clip"), self.zoo_metrics("clip")],
             "zoo_sd": lambda: [self.zoo("sd"), self.zoo_metrics("sd")],
+            "rehearsal_models": lambda: [*self.rehearsal_models(), self.rehearsal_metrics()],
             "describe": lambda: [self.descriptions(s), self.metrics("describe", s)],
             "keywords": lambda: [self.keywords(s), self.metrics("keywords", s)],
             "train_soft": lambda: [self.adapter(s), self.metrics("train_soft", s), self.train_soft_curve(s)],

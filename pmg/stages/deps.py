@@ -62,7 +62,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("evaluate", ("pmg.evaluate",)),
     ("registry", ("pmg.registry",)),
     ("stages", ("pmg.stages",)),
-    ("cli", ("pmg.cli",)),
+    ("cli", ("pmg.cli", "pmg.gpu_check")),
 )
 
 

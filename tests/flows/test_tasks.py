@@ -146,8 +146,11 @@ def test_stages_resolve_in_pipeline_order_and_unknown_ones_are_named() -> None:
 def test_default_stages_follow_the_profile() -> None:
     mini = [s.name for s in resolve_stages(None, load_params(PARAMS))]
     full = [s.name for s in resolve_stages(None, load_params(PARAMS, {"base.profile": "full"}))]
-    assert mini == [s.name for s in STAGES]  # ablations included, as `dvc repro` runs them
+    rehearsal = [s.name for s in resolve_stages(None, load_params(PARAMS, {"base.profile": "rehearsal"}))]
+    # ablations included, as `dvc repro` runs them; the rehearsal models only for their profile
+    assert mini == [s.name for s in STAGES if s.name != "rehearsal_models"]
     assert "zoo_sd" in mini and not any(name.startswith("zoo_") for name in full)
+    assert "rehearsal_models" not in full and rehearsal == ["assets", "prepare", "rehearsal_models", *full[2:]]
     assert {"train_soft_ablations", "ablations", "assets"} <= set(full)
 
 

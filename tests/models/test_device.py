@@ -1,4 +1,4 @@
-"""Device and dtype resolution: CUDA when present, fp16 only on CUDA."""
+"""Device and dtype resolution: CUDA when present, half precision (bf16 where supported) only on CUDA."""
 
 from __future__ import annotations
 
@@ -41,19 +41,41 @@ def test_cpu_is_always_available() -> None:
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
 
 
+@pytest.fixture
+def gpu_capability(monkeypatch: pytest.MonkeyPatch):
+    """Pretend the CUDA device has a given compute capability (no GPU needed)."""
+
+    def set_capability(major: int) -> None:
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (major, 0))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: f"sm{major}0 GPU")
+
+    return set_capability
+
+
 @pytest.mark.parametrize(
-    ("dtype", "device", "expected"),
+    ("dtype", "device", "major", "expected"),
     [
-        ("auto", "cpu", torch.float32),
-        ("auto", "cuda", torch.float16),
-        ("float16", "cpu", torch.float32),  # never fp16 on CPU
-        ("float16", "cuda", torch.float16),
-        ("bfloat16", "cpu", torch.bfloat16),
-        ("float32", "cuda", torch.float32),
+        ("auto", "cpu", 9, torch.float32),
+        ("float16", "cpu", 9, torch.float32),  # never half precision on CPU
+        ("bfloat16", "cpu", 9, torch.float32),
+        ("auto", "cuda", 9, torch.bfloat16),  # H100 / H200
+        ("auto", "cuda", 8, torch.bfloat16),  # A100
+        ("auto", "cuda", 7, torch.float16),  # V100, T4: no bf16
+        ("float16", "cuda", 9, torch.float16),
+        ("bfloat16", "cuda", 8, torch.bfloat16),
+        ("float32", "cuda", 9, torch.float32),
     ],
 )
-def test_dtype_resolution(dtype: str, device: str, expected: torch.dtype) -> None:
+def test_dtype_rule(dtype: str, device: str, major: int, expected: torch.dtype, gpu_capability) -> None:
+    gpu_capability(major)
     assert resolve_dtype(dtype, torch.device(device)) == expected
+
+
+def test_bf16_on_a_gpu_without_it_is_an_error(gpu_capability) -> None:
+    gpu_capability(7)
+    with pytest.raises(ModelError, match=r"profiles\.full\.llm\.dtype: bfloat16 asked for, but sm70 GPU does not"):
+        resolve_dtype("bfloat16", torch.device("cuda"), key="profiles.full.llm.dtype")
 
 
 def test_unknown_dtype() -> None:

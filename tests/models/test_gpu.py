@@ -1,4 +1,5 @@
-"""The CUDA paths: fp16 by default, seeds independent of the device's RNG. Runs only where CUDA exists."""
+"""The CUDA paths: half precision by default (bf16 where supported), seeds independent of the device's RNG.
+Runs only where CUDA exists."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from pmg.config import ModelSpec
+from pmg.models.device import half_precision
 from pmg.models.generator import load_generator
 from pmg.models.llm import load_llm
 
@@ -18,9 +20,14 @@ pytestmark = [
 ]
 
 
-def test_generator_on_cuda_is_fp16_and_batch_independent(tiny_sd_dir: Path) -> None:
+def test_generator_on_cuda_defaults_to_half_precision(tiny_sd_dir: Path) -> None:
     generator = load_generator(ModelSpec(kind="diffusers", path=str(tiny_sd_dir)), "auto")
-    assert generator.device.type == "cuda" and generator.dtype == torch.float16
+    assert generator.device.type == "cuda" and generator.dtype == half_precision(generator.device)
+    assert generator.dtype in (torch.float16, torch.bfloat16)
+
+
+def test_generator_on_cuda_fp16_is_batch_independent(tiny_sd_dir: Path) -> None:
+    generator = load_generator(ModelSpec(kind="diffusers", path=str(tiny_sd_dir), dtype="float16"), "auto")
     embeds = torch.randn(3, 24, 32, generator=torch.Generator().manual_seed(0))
     negative = generator.unconditional_embeds(3, 24)
     batch = generator.generate(embeds, negative, steps=2, guidance_scale=4.0, seeds=[1, 2, 3])
