@@ -15,9 +15,9 @@ import pandas as pd
 
 from pmg.config import Params, PrepareConfig
 from pmg.data.dataset import ScenarioData, make_splits
-from pmg.data.store import report_frame, staging_folder, write_scenario
+from pmg.data.store import report_frame, write_scenario
 from pmg.errors import ConfigError, DataError
-from pmg.io import write_json_atomic
+from pmg.io import output_folder, write_json_atomic
 
 
 def _load_movies(cfg: PrepareConfig, assets: Path, scenario_dir: Path) -> ScenarioData:
@@ -120,16 +120,14 @@ def run(params: Params, scenario: str, *, metrics_dir: Path = Path("metrics/prep
     if scenario not in params.base.scenarios:
         raise ConfigError(f"scenario {scenario!r} is not in base.scenarios {list(params.base.scenarios)}")
     final = Path(params.prepare.out) / scenario
-    staging = staging_folder(final)
     # Each scenario draws from its own stream, so adding one does not change another.
     seed = params.base.seed * 1000 + ("clothing", "movies", "emoji").index(scenario)
-    try:
+    with output_folder(final) as staging:
         data, splits, report = build_scenario(
             params.prepare, scenario, assets=Path(params.assets.folder), scenario_dir=staging, seed=seed
         )
         write_scenario(
             staging,
-            final,
             items=data.items,
             interactions=data.interactions,
             conversations=data.conversations,
@@ -137,11 +135,6 @@ def run(params: Params, scenario: str, *, metrics_dir: Path = Path("metrics/prep
             report=report,
             ground_truth=data.ground_truth,
         )
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     metrics = {
         "kept": {r.reason: int(r.count) for r in report.itertuples() if r.kind == "kept"},
         "skipped": {r.reason: int(r.count) for r in report.itertuples() if r.kind == "skipped"},

@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from pmg.config import Params, parse_params
-from pmg.data.store import PreparedScenario, read_scenario, report_frame, staging_folder, write_scenario
+from pmg.data.store import PreparedScenario, read_scenario, report_frame, write_scenario
 from pmg.data.world.clothing import render_garment
 from pmg.evaluate.stage import Locations
 
@@ -55,7 +55,8 @@ def silhouette() -> np.ndarray:
 def build_world(folder: Path) -> PreparedScenario:
     """A 4-user clothing scenario with ground truth, written through the real store."""
     final = folder / "clothing"
-    staging = staging_folder(final)
+    staging = final  # a test fixture nobody else writes: built in place
+    staging.mkdir(parents=True)
     (staging / "images").mkdir()
     shape = silhouette()
     rows = []
@@ -98,7 +99,6 @@ def build_world(folder: Path) -> PreparedScenario:
     )
     write_scenario(
         staging,
-        final,
         items=pd.DataFrame(rows),
         interactions=interactions,
         conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),

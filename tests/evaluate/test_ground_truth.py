@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from eval_helpers import build_world, keywords_frame, silhouette
 
-from pmg.data.store import read_scenario, report_frame, staging_folder, write_scenario
+from pmg.data.store import read_scenario, report_frame, write_scenario
 from pmg.data.world.clothing import render_garment
 from pmg.evaluate.ground_truth import (
     TARGET_IMAGE,
@@ -70,7 +70,8 @@ def test_clothing_hits_are_measured_on_pixels(tmp_path: Path) -> None:
 
 def _movies(folder: Path):
     final = folder / "movies"
-    staging = staging_folder(final)
+    staging = final  # a test fixture nobody else writes: built in place
+    staging.mkdir(parents=True)
     genres = {
         "1": ["Action", "Sci-Fi"],
         "2": ["Comedy", "Children's"],
@@ -103,7 +104,6 @@ def _movies(folder: Path):
     )
     write_scenario(
         staging,
-        final,
         items=items,
         interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
         conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
@@ -139,7 +139,8 @@ def test_genre_words_match_whole_words_only() -> None:
 
 def test_emoji_mentions_of_character_and_emotion(tmp_path: Path) -> None:
     final = tmp_path / "emoji"
-    staging = staging_folder(final)
+    staging = final  # a test fixture nobody else writes: built in place
+    staging.mkdir(parents=True)
     items = pd.DataFrame(
         [
             {
@@ -170,7 +171,6 @@ def test_emoji_mentions_of_character_and_emotion(tmp_path: Path) -> None:
     )
     write_scenario(
         staging,
-        final,
         items=items,
         interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
         conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from pmg.data.store import PreparedScenario, read_scenario, report_frame, staging_folder, write_scenario
+from pmg.data.store import PreparedScenario, read_scenario, report_frame, write_scenario
 
 
 class ScriptedLLM:
@@ -98,7 +98,8 @@ ITEMS = [
 def build_prepared(folder: Path, *, long_text_item: str | None = "g4") -> PreparedScenario:
     """A 4-user clothing scenario with images, written through the real store."""
     final = folder / "clothing"
-    staging = staging_folder(final)
+    staging = final  # a test fixture nobody else writes: built in place
+    staging.mkdir(parents=True)
     (staging / "images").mkdir()
     rows = []
     for i, (item_id, colour, material, elements, season, style, category) in enumerate(ITEMS):
@@ -175,7 +176,6 @@ def build_prepared(folder: Path, *, long_text_item: str | None = "g4") -> Prepar
 
     write_scenario(
         staging,
-        final,
         items=items,
         interactions=interactions,
         conversations=conversations,
