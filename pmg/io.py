@@ -473,9 +473,31 @@ def read_table(path: str | Path, schema: Any) -> pd.DataFrame:
     return validate(frame, schema, path)
 
 
+def table_to_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write `frame` as Parquet whose bytes depend only on the table's content.
+
+    `DataFrame.to_parquet` stores a `pandas` schema entry holding the frame's
+    `attrs` (the stages keep their reports there: timings, cache hits), the
+    pandas version and the pyarrow version, so the same table gave different
+    bytes on every run and DVC saw a changed output. The entry is dropped:
+    every table is validated by its schema, with `coerce`, right after it is
+    read, which restores the dtypes the entry described. What remains is
+    pyarrow's own: the Arrow schema and the footer's `created_by` (the
+    pyarrow version), fixed for one environment.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    pq.write_table(table, str(path))
+
+
 def write_table(frame: pd.DataFrame, path: str | Path, schema: Any) -> pd.DataFrame:
-    """Validate `frame` against `schema`, then write it atomically as Parquet."""
+    """Validate `frame` against `schema`, then write it atomically as Parquet.
+
+    The same table gives the same bytes (see `table_to_parquet`).
+    """
     frame = validate(frame, schema, path)
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        table_to_parquet(frame, tmp)
     return frame
