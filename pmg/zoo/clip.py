@@ -75,6 +75,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pmg.config import ModelSpec, ZooClipConfig
+from pmg.data.images import read_prepared_image
 from pmg.errors import DataError, ModelError
 
 MODEL_NAME = "pmg-mini-clip"
@@ -198,8 +199,7 @@ def _load_images(files: Iterable[str], transform) -> torch.Tensor:
     """(N, 3, S, S) normalised pixels, exactly as the eval transform makes them."""
     tensors = []
     for file in files:
-        with Image.open(file) as image:
-            tensors.append(transform(image.convert("RGB")))
+        tensors.append(transform(read_prepared_image(file)))
     return torch.stack(tensors)
 
 
@@ -612,11 +612,7 @@ def _colour_accuracy(scorer, image_embeddings: torch.Tensor, heldout: pd.DataFra
 
 
 def _open_images(files: Iterable[str]) -> list[Image.Image]:
-    images = []
-    for file in files:
-        with Image.open(file) as image:
-            images.append(image.convert("RGB"))
-    return images
+    return [read_prepared_image(file) for file in files]
 
 
 def gate_failures(metrics: dict) -> list[str]:

@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pmg.config import ModelSpec, ZooSDConfig
+from pmg.data.images import read_prepared_image
 from pmg.errors import DataError
 from pmg.io import replace_folder
 
@@ -219,8 +220,7 @@ def load_pixels(files: Sequence[str], resolution: int) -> torch.Tensor:
     """Images resized to `resolution` (antialiased), as (N, 3, R, R) float32 in [-1, 1]."""
     out = torch.empty(len(files), 3, resolution, resolution)
     for i, file in enumerate(files):
-        with Image.open(file) as image:
-            small = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
+        small = read_prepared_image(file).resize((resolution, resolution), Image.Resampling.BICUBIC)
         out[i] = torch.from_numpy(np.asarray(small, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
     return out
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from pmg.data.store import read_scenario
-from pmg.io import lock_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "clothing"

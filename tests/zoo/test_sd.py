@@ -198,3 +198,17 @@ def test_gates_report_prompt_match_and_colour(
     assert strict["colour"] == colour | {"min_ratio": 9.0, "passed": False}
     assert strict["passed"] is False
     assert any("colour accuracy" in line for line in gate_failures(strict))
+
+
+def test_a_damaged_training_image_is_a_data_error_naming_it(tmp_path) -> None:
+    from PIL import Image
+
+    from pmg.errors import DataError
+    from pmg.zoo.sd import load_pixels
+
+    good, damaged = tmp_path / "good.png", tmp_path / "damaged.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(good)
+    damaged.write_bytes(good.read_bytes()[:40])
+    assert load_pixels([str(good)], 8).shape == (1, 3, 8, 8)
+    with pytest.raises(DataError, match="damaged.png"):
+        load_pixels([str(good), str(damaged)], 8)
