@@ -158,6 +158,34 @@ def adapter_scenario(adapter_dir: str | Path) -> str | None:
     return None if found is None else str(found)
 
 
+#: What every alias history entry holds (`history` prints them, `rollback` reads them).
+_ENTRY_KEYS = ("action", "to_version", "at", "by", "reason")
+
+
+def _is_version(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _alias_problem(doc: object) -> str | None:
+    """Why `doc` is not an alias object this code wrote, or None if it is one."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if "version" not in doc or not (doc["version"] is None or _is_version(doc["version"])):
+        return f"'version' must be a version number or null, got {doc.get('version')!r}"
+    history = doc.get("history")
+    if not isinstance(history, list):
+        return "'history' must be a list"
+    for position, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            return f"history entry {position} is not an object"
+        missing = [key for key in _ENTRY_KEYS if key not in entry]
+        if missing:
+            return f"history entry {position} lacks {', '.join(missing)}"
+        if not _is_version(entry["to_version"]):
+            return f"history entry {position} has to_version {entry['to_version']!r}"
+    return None
+
+
 def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
     """The alias's targets as a stack: promotions push, rollbacks pop."""
     stack: list[int] = []
@@ -500,9 +528,12 @@ class Registry:
         data, etag = found
         try:
             doc = json.loads(data)
-            return _Alias(alias, doc.get("version"), list(doc.get("history", [])), etag)
-        except (ValueError, AttributeError):
-            raise RegistryError(f"{self.url(self._alias_key(alias))} is not a valid alias object") from None
+        except ValueError:
+            doc = None
+        problem = _alias_problem(doc)
+        if problem:
+            raise RegistryError(f"{self.url(self._alias_key(alias))} is not a valid alias object: {problem}")
+        return _Alias(alias, doc["version"], list(doc["history"]), etag)
 
     def _move_alias(self, alias: _Alias, entry: dict[str, Any]) -> bool:
         """Append `entry` and write `alias` if nobody changed it since it was read.
