@@ -18,7 +18,7 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -51,16 +51,30 @@ class FileEntry(_Frozen):
 
 
 def check_relative_path(name: str) -> str:
-    """Refuse file names that could escape the destination folder on pull."""
+    """Refuse file names that could escape the destination folder on pull or not be created.
+
+    Control characters (NUL above all: no file system takes it) are refused
+    with `..`, absolute paths and backslashes.
+    """
     path = PurePosixPath(name)
     if (
         not name
         or "\\" in name
+        or any(ord(char) < 32 or ord(char) == 127 for char in name)
         or path.is_absolute()
         or any(part in ("", ".", "..") for part in name.split("/"))
     ):
         raise ValueError(f"unsafe file name in a version: {name!r}")
     return name
+
+
+def check_file_tree(names: Iterable[str]) -> None:
+    """Refuse a set of names where one is a file and a folder at once (`a` and `a/b`)."""
+    names = set(names)
+    for name in sorted(names):
+        for parent in PurePosixPath(name).parents:
+            if str(parent) in names:
+                raise ValueError(f"{str(parent)!r} is both a file and the folder of {name!r}")
 
 
 class Manifest(_Frozen):
@@ -99,6 +113,7 @@ class Manifest(_Frozen):
             raise ValueError("a version has at least one file")
         for name in value:
             check_relative_path(name)
+        check_file_tree(value)
         return value
 
     def to_json(self) -> bytes:
@@ -106,11 +121,15 @@ class Manifest(_Frozen):
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
-        """Parse a manifest; raise `ValueError` if it is not a complete one."""
+        """Parse a manifest; raise `ValueError` (one line, what is wrong) if it is not a complete one."""
         try:
             return cls.model_validate_json(data)
         except ValidationError as err:
-            raise ValueError(str(err)) from None
+            problems = [
+                f"{'.'.join(str(part) for part in problem['loc']) or 'manifest'}: {problem['msg']}"
+                for problem in err.errors()
+            ]
+            raise ValueError("; ".join(problems)) from None
 
 
 # ----------------------------------------------------------------- inputs

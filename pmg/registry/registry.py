@@ -454,9 +454,40 @@ class Registry:
             manifest = self._parse_manifest(number, found[0]) if found else None
             if manifest is None:
                 continue
-            if all(sizes.get(self._file_key(number, n)) == e.size for n, e in manifest.files.items()):
+            if not self._incomplete(manifest, sizes):
                 out.append(VersionInfo(manifest, tuple(on_version.get(number, ()))))
         return out
+
+    def _incomplete(self, manifest: Manifest, sizes: Mapping[str, int]) -> list[str]:
+        """What is wrong with a version's files given the listed sizes (empty: complete)."""
+        problems = []
+        for name, entry in sorted(manifest.files.items()):
+            size = sizes.get(self._file_key(manifest.version, name))
+            if size is None:
+                problems.append(f"{name} is missing")
+            elif size != entry.size:
+                problems.append(f"{name} has {size} bytes, the manifest says {entry.size}")
+        return problems
+
+    def complete_manifest(self, version: int) -> Manifest:
+        """The manifest of `version` after checking every file it lists is there with its size.
+
+        What `list` shows; `promote` and `rollback` point aliases only at such
+        versions (a version with a missing or resized file would otherwise
+        become `production` and then fail every pull).
+
+        Raises:
+            RegistryError: no such version, or a file missing or of another size.
+        """
+        manifest = self.manifest(version)
+        sizes = self.bucket.list_keys(f"{self._version_prefix(version)}files/", f"listing version {version}")
+        problems = self._incomplete(manifest, sizes)
+        if problems:
+            raise RegistryError(
+                f"version {version} in {self.url()} is damaged: {'; '.join(problems)}; "
+                "no alias may point at it (push the adapter again as a new version)"
+            )
+        return manifest
 
     def resolve(self, ref: str | int) -> int:
         """A version number from `3`, `"3"`, `"v3"` or an alias name."""
