@@ -542,12 +542,6 @@ class Registry:
                         f"({size} bytes) but the manifest says {entry.sha256} ({entry.size} bytes); "
                         f"nothing was written to {dest}"
                     )
-            if dest.exists():
-                dest.rmdir()
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return manifest
 
     # ------------------------------------------------------------- aliases
