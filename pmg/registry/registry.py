@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +46,7 @@ from typing import Any
 
 from pmg.config import RegistryConfig
 from pmg.errors import RegistryError
+from pmg.io import output_folder
 from pmg.registry import manifest as mf
 from pmg.registry.gates import GateReport, evaluate_gates
 from pmg.registry.manifest import Manifest
@@ -196,6 +194,11 @@ def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
         else:
             stack.append(int(entry["to_version"]))
     return stack
+
+
+def _check_pull_destination(dest: Path) -> None:
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise RegistryError(f"{dest}: destination exists and is not an empty folder")
 
 
 def _prefix_root(cfg: RegistryConfig) -> str:
@@ -425,11 +428,20 @@ class Registry:
         Raises:
             RegistryError: no such committed version.
         """
-        found = self.bucket.get(self._manifest_key(version), f"reading the manifest of version {version}")
-        manifest = self._parse_manifest(version, found[0]) if found else None
-        if manifest is None:
+        key = self._manifest_key(version)
+        found = self.bucket.get(key, f"reading the manifest of version {version}")
+        if found is None:
             raise RegistryError(
                 f"version {version} does not exist in {self.url()} (or its push did not complete)"
+            )
+        try:
+            manifest = Manifest.from_json(found[0])
+        except ValueError as err:
+            raise RegistryError(f"version {version} cannot be used: {self.url(key)} is not a valid manifest ({err})") from None
+        if (manifest.version, manifest.scenario) != (version, self.scenario):
+            raise RegistryError(
+                f"version {version} cannot be used: {self.url(key)} describes version {manifest.version} "
+                f"of scenario {manifest.scenario!r}"
             )
         return manifest
 
@@ -518,13 +530,13 @@ class Registry:
                 failure, or a non-empty `dest`.
         """
         dest = Path(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise RegistryError(f"{dest}: destination exists and is not an empty folder")
+        _check_pull_destination(dest)
         version = self.resolve(ref)
         manifest = self.manifest(version)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".pull", dir=dest.parent))
-        try:
+        # The lock keeps two pulls into one folder apart, and sweeps what a
+        # killed pull left there; the folder gets the umask's modes.
+        with output_folder(dest) as tmp:
+            _check_pull_destination(dest)  # again, now that no other pull can fill it
             for name, entry in sorted(manifest.files.items()):
                 key = self._file_key(version, name)
                 target = tmp / name
@@ -617,6 +629,7 @@ class Registry:
         who = by or mf.current_user()
         for _ in range(_MAX_ALIAS_TRIES):
             current = self._read_alias(to)
+            self.complete_manifest(version)
             report = self.check_gates(version)
             if to in self.cfg.gated_aliases and not report.passed and not force:
                 failed = report.failed
@@ -668,7 +681,7 @@ class Registry:
                     f"(now: {current.version if current.version is not None else 'none'})"
                 )
             target = stack[-2]
-            self.manifest(target)  # still complete (it is immutable, but say so clearly if not)
+            self.complete_manifest(target)  # immutable, but say so clearly if its files were damaged
             previous = current.version
             entry = {
                 "action": "rollback",
