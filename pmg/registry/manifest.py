@@ -150,18 +150,40 @@ def sha256_file(path: Path) -> str:
 def adapter_files(adapter_dir: str | Path) -> dict[str, Path]:
     """Every regular file under `adapter_dir`, by relative POSIX path.
 
+    Symbolic links inside the folder are refused, not followed: a push
+    uploads what is in the folder, and a link can point anywhere (a link to
+    a system file was uploaded before this check). So are other non-regular
+    files (FIFOs, sockets, devices).
+
     Raises:
-        RegistryError: the folder does not exist or holds no file.
+        RegistryError: the folder does not exist, holds no file, holds a
+            symbolic link or a special file, or a file name a version
+            cannot hold.
     """
     root = Path(adapter_dir)
     if not root.is_dir():
         raise RegistryError(f"{root}: adapter folder does not exist")
-    files = {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*")) if path.is_file()}
+    files: dict[str, Path] = {}
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        for name in sorted(dirs) + sorted(names):
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise RegistryError(
+                    f"{path}: is a symbolic link; the registry uploads only regular files inside the "
+                    "adapter folder (copy the file in instead)"
+                )
+            if name in names:
+                if not path.is_file():
+                    raise RegistryError(f"{path}: not a regular file; the registry uploads only regular files")
+                files[path.relative_to(root).as_posix()] = path
     if not files:
         raise RegistryError(f"{root}: adapter folder holds no files")
     for name in files:
-        check_relative_path(name)
-    return files
+        try:
+            check_relative_path(name)
+        except ValueError as err:
+            raise RegistryError(f"{root}: {err}") from None
+    return dict(sorted(files.items()))
 
 
 def normalise_metrics(raw: Mapping[str, Any], source: str = "metrics") -> dict[str, float]:
