@@ -407,6 +407,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def without_timings(info: dict) -> dict:
+    """`info` without wall-clock figures (keys ending in `seconds`), at any depth.
+
+    A model or data folder is a DVC output: a rerun on the same inputs must
+    write the same bytes, so timings go to the stage's `metrics/` file only.
+    """
+    return {
+        key: without_timings(value) if isinstance(value, dict) else value
+        for key, value in info.items()
+        if not key.endswith("seconds")
+    }
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON to `path` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

@@ -55,8 +55,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +64,7 @@ import torch
 from torch import nn
 
 from pmg.errors import DataError, ModelError
-from pmg.io import replace_folder, write_json_atomic
+from pmg.io import output_folder, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -657,9 +655,7 @@ def save_adapter(
     if clash:
         raise ValueError(f"extra_config may not set the adapter's own keys {clash}")
     config = model.adapter_config()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with output_folder(folder) as tmp:
         state = {
             name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.state_dict().items()
         }
@@ -667,8 +663,4 @@ def save_adapter(
         config["adapter_sha256"] = _sha256(tmp / ADAPTER_FILE)
         config.update(extra)
         write_json_atomic(tmp / CONFIG_FILE, config)
-        replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

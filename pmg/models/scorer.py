@@ -18,8 +18,6 @@ selection step uses (`d_p = cos(e_M, e_p)`).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from PIL import Image
 
 from pmg.config import ModelSpec
 from pmg.errors import ModelError
+from pmg.io import output_folder
 from pmg.models.common import as_device, loading, require
 from pmg.models.device import resolve_dtype
 
@@ -217,7 +216,8 @@ def save_open_clip_folder(
     """Write an open_clip model as a folder `load_scorer` (and open_clip's `local-dir:`) reads.
 
     Uses open_clip's own hub writer for the config; weights go to
-    `open_clip_model.safetensors`. Written to a temporary sibling, then renamed.
+    `open_clip_model.safetensors`. Written through `pmg.io.output_folder`
+    (see `write_open_clip_files` for writing into a folder being built).
 
     Args:
         model: the open_clip model (CLIP / CustomTextCLIP).
@@ -230,6 +230,16 @@ def save_open_clip_folder(
     Returns:
         `out_dir`.
     """
+    out_dir = Path(out_dir)
+    with output_folder(out_dir) as tmp:
+        write_open_clip_files(model, model_cfg, tmp, preprocess_cfg=preprocess_cfg)
+    return out_dir
+
+
+def write_open_clip_files(
+    model: torch.nn.Module, model_cfg: dict, folder: Path, *, preprocess_cfg: dict | None = None
+) -> None:
+    """The files of `save_open_clip_folder`, written into an existing `folder`."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.push_to_hf_hub import save_config_for_hf
     from safetensors.torch import save_file
@@ -238,21 +248,10 @@ def save_open_clip_folder(
     for name, default in (("image_mean", OPENAI_DATASET_MEAN), ("image_std", OPENAI_DATASET_STD)):
         if getattr(model.visual, name, None) is None:
             setattr(model.visual, name, tuple(default))
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        save_config_for_hf(model, tmp / CONFIG_NAME, model_config=model_cfg)
-        if preprocess_cfg:
-            config = json.loads((tmp / CONFIG_NAME).read_text())
-            config["preprocess_cfg"].update(preprocess_cfg)
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    save_config_for_hf(model, folder / CONFIG_NAME, model_config=model_cfg)
+    if preprocess_cfg:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        config["preprocess_cfg"].update(preprocess_cfg)
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_NAME))

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_zoo_outputs import assert_ordinary_modes, files_of, has_timings  # tests/zoo/ is on sys.path
 
 from pmg.config import ZooSDConfig
-from pmg.zoo.sd import _lr_factor, colour_gate_prompts, gate_failures, train_mini_sd
+from pmg.zoo.sd import TRAINING_INFO_NAME, _lr_factor, colour_gate_prompts, gate_failures, train_mini_sd
 from pmg.zoo.tokenizer import build_clip_tokenizer, clip_vocab_and_merges
 
 SAMPLES = [
@@ -168,6 +169,10 @@ def test_training_is_deterministic_given_the_seed(squares: pd.DataFrame, trained
     name = "unet/diffusion_pytorch_model.safetensors"
     first, second = load_file(out / name), load_file(tmp_path / "again" / name)
     assert all(torch.equal(first[k], second[k]) for k in first)
+    # A rebuild writes the same bytes (a DVC output), timings stay out, modes are ordinary (issue 16).
+    assert files_of(out) == files_of(tmp_path / "again")
+    assert not has_timings(json.loads((out / TRAINING_INFO_NAME).read_text()))
+    assert_ordinary_modes(out)
 
 
 @pytest.mark.slow
