@@ -20,7 +20,6 @@ mix their files; `read_scenario` reads the tables through
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,17 +78,6 @@ def report_frame(scenario: str, kept: Counter[str], skipped: Counter[str]) -> pd
         {"scenario": scenario, "kind": "skipped", "reason": k, "count": int(v)} for k, v in sorted(skipped.items())
     ]
     return schemas.PrepareReport.validate(pd.DataFrame(rows, columns=["scenario", "kind", "reason", "count"]))
-
-
-def staging_folder(final: Path) -> Path:
-    """A fresh, empty, uniquely named sibling folder to build `final` in.
-
-    Deprecated: only `pmg.method.generate` still calls it (with
-    `pmg.io.replace_folder`) until it moves to `pmg.io.output_folder`, which
-    also locks out a second writer; new code uses `output_folder`.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
 
 
 def write_scenario(
