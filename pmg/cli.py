@@ -34,7 +34,14 @@ def _overrides(pairs: Sequence[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            # One line: the YAML message without its multi-line source excerpt.
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--set {key}: the value is not valid YAML ({problem}); quote it or fix it") from None
+        except RecursionError:
+            raise ConfigError(f"--set {key}: the value is nested too deeply to be a setting") from None
     return out
 
 

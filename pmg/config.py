@@ -45,13 +45,16 @@ class BaseConfig(Section):
     """Settings every stage shares.
 
     Attributes:
-        seed: the one seed all randomness derives from.
+        seed: the one seed all randomness derives from: 0 to 2**31 - 1
+            (numpy and torch take no negative seed, and stages derive
+            seeds from it by multiplying by up to about a million, which
+            must stay within 64 bits).
         profile: which entry of `profiles` names the models.
         scenarios: the scenarios the pipeline runs, in order (registered
             ones, see `pmg.scenarios`; default: all of them).
     """
 
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
     profile: str = "mini"
     scenarios: tuple[str, ...] = Field(default_factory=scenario_names)
 
@@ -1076,8 +1079,14 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
         elif problem["type"] == "missing":
             lines.append(f"{source}: missing key {key!r}")
         else:
-            lines.append(f"{source}: {key}: {problem['msg']} (got {problem.get('input')!r})")
+            lines.append(f"{source}: {key}: {problem['msg']} (got {_short_repr(problem.get('input'))})")
     return "\n".join(lines)
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    """`repr(value)`, cut to `limit` characters so one bad value stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def _apply_override(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -1103,6 +1112,8 @@ def parse_params(raw: Mapping[str, Any], source: str = "params") -> Params:
         return Params.model_validate(dict(raw))
     except ValidationError as err:
         raise ConfigError(_format_validation_error(source, err)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: a value is nested too deeply to be a setting") from None
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
@@ -1118,11 +1129,21 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a parameters file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a parameters file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     for key, value in (overrides or {}).items():

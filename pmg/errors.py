@@ -42,6 +42,14 @@ class RegistryError(PMGError):
     """
 
 
+class OutputBusyError(PMGError):
+    """Another run is writing the same output folder (see `pmg.io.output_folder`).
+
+    The message names the holder (pid, host, command, start time) and how
+    long this run waited for it.
+    """
+
+
 class DataError(PMGError):
     """An input or intermediate table is malformed.
 

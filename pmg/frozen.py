@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    """A frozen config section that forbids unknown keys."""
+    """A frozen config section that forbids unknown keys and non-finite numbers.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    No setting of the project means anything at infinity or NaN (`lr: .inf`
+    passed `gt=0` and trained nothing), so `.inf` and `.nan` are refused
+    everywhere.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

@@ -72,3 +72,42 @@ def test_parse_requires_profiles() -> None:
     with pytest.raises(ConfigError, match="missing key 'profiles'"):
         parse_params(raw)
     assert isinstance(parse_params(yaml.safe_load((ROOT / "params.yaml").read_text())), Params)
+
+
+def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run `pmg argv`; return its one error line (exit status 2, no traceback)."""
+    from pmg.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pmg: error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("base.seed=[1", "not valid YAML"),
+        ("base.seed=" + "[" * 3000 + "]" * 3000, "nested too deeply"),
+        ("base.seed=" + "[" * 400 + "]" * 400, "valid integer"),  # parses, then a short message
+        ("base.seed=-1", "base.seed"),
+        (f"base.seed={2**31}", "base.seed"),
+        ("train_soft.lr=.inf", "train_soft.lr"),
+        ("select.alpha=.nan", "select.alpha"),
+        ("zoo.sd.lr=-.inf", "zoo.sd"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(setting: str, message: str, capsys) -> None:
+    err = _cli_error(["--params", str(ROOT / "params.yaml"), "--set", setting, "config"], capsys)
+    assert message in err and len(err) < 400
+
+
+def test_unreadable_params_files_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("base:\n  profile: caf\xe9\n".encode("latin-1"))
+    assert "not UTF-8" in _cli_error(["--params", str(latin1), "config"], capsys)
+    assert "is a folder" in _cli_error(["--params", str(tmp_path), "config"], capsys)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("base: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in _cli_error(["--params", str(deep), "config"], capsys)

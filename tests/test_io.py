@@ -79,3 +79,52 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path) -> None:
     write_text_atomic(tmp_path / "atomic.txt", "x")
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
     assert mode(tmp_path / "atomic.txt") == mode(plain)
+
+
+def _hits() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "scenario": ["clothing"] * 3,
+            "variant": ["pmg"] * 3,
+            "user_id": ["u1", "u2", "u3"],
+            "target_item": ["a", "b", "c"],
+            "check": ["colour"] * 3,
+            "expected": ["red"] * 3,
+            "observed": ["red", "blue", ""],
+            "value": [1.0, 0.0, None],
+            "target_differs": [True, None, False],
+        }
+    )
+
+
+def test_same_table_same_bytes_whatever_its_attrs(tmp_path: Path) -> None:
+    """Stage reports (timings, cache hits) ride in `attrs`; they must not reach the file."""
+    import subprocess
+    import sys
+
+    frame = _interactions()
+    frame.attrs["report"] = {"seconds": 1.234, "llm_cache": {"hits": 0, "misses": 2}}
+    write_table(frame, tmp_path / "a.parquet", schemas.Interactions)
+    frame.attrs["report"] = {"seconds": 5.678, "llm_cache": {"hits": 2, "misses": 0}}
+    write_table(frame, tmp_path / "b.parquet", schemas.Interactions)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    # Another process writes the same bytes too.
+    code = (
+        "import sys, pandas as pd; from pmg import schemas; from pmg.io import write_table\n"
+        "frame = pd.DataFrame({'user_id': ['u1', 'u1'], 'item_id': ['a', 'b'], 'timestamp': [1, 2], "
+        "'rating': [4.0, None]})\n"
+        "write_table(frame, sys.argv[1], schemas.Interactions)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.parquet")], check=True)
+    assert (tmp_path / "c.parquet").read_bytes() == (tmp_path / "a.parquet").read_bytes()
+
+
+def test_tables_round_trip_without_pandas_metadata(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "hits.parquet"
+    written = write_table(_hits(), path, schemas.GroundTruthHits)
+    assert b"pandas" not in (pq.ParquetFile(path).schema_arrow.metadata or {})
+    back = read_table(path, schemas.GroundTruthHits)
+    pd.testing.assert_frame_equal(back, written)
+    assert back["target_differs"].tolist()[0] is True and pd.isna(back["target_differs"].iloc[1])

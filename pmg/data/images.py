@@ -168,6 +168,29 @@ def _load_image(path: Path) -> Image.Image:
             return image if image is not opened else opened.copy()
 
 
+def read_prepared_image(path: str | Path) -> Image.Image:
+    """An item image that `prepare` wrote, decoded, as RGB.
+
+    Every stage that reads prepared images (captioning in `describe`, the
+    soft model's supervision, the zoo's training, evaluation references)
+    opens them here, so a damaged file is one clear error naming it instead
+    of a Pillow traceback deep inside a stage.
+
+    Raises:
+        DataError: the file is missing or does not decode; the prepared
+            folder is damaged, and `pmg prepare` rebuilds it.
+    """
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")  # decodes the whole image: truncation shows here
+    except FileNotFoundError:
+        raise DataError(path, "image file does not exist; run `pmg prepare` for this scenario again") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(
+            path, f"not a readable image ({err}); run `pmg prepare` for this scenario again"
+        ) from None
+
+
 def materialise_images(
     items: pd.DataFrame, out_dir: str | Path, size: int, *, base_dir: str | Path | None = None
 ) -> tuple[pd.DataFrame, Counter[str]]:

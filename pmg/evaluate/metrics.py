@@ -29,13 +29,18 @@ cross moment is per pair), with the Gaussian filter as two matrix products.
 `pmg.models.lpips_metric.ssim` call per pair — gives the same values to
 float32 rounding (the tests hold them to 1e-5).
 
-Bad input never crashes a run; it is counted and reported:
+Bad input is counted and reported, not a crash, except a damaged reference:
 
 * `output_missing` / `output_unreadable`: the pair is skipped whole;
-* `target_missing` / `target_unreadable`: the pair's accuracy part is skipped;
-* `history_image_missing` / `history_image_unreadable`: that reference is
-  dropped; `history_empty`: none of the pair's history images is usable (or
-  the pair has none), so its personalisation part is skipped;
+* `target_missing`: the pair's accuracy part is skipped;
+* `history_image_missing`: that reference is dropped; `history_empty`: none
+  of the pair's history images is usable (or the pair has none), so its
+  personalisation part is skipped;
+* a reference (history or target) image that exists but does not decode is
+  a damaged prepared folder, not a bad result: it stops the run with a
+  `DataError` naming the file (`pmg.data.images.read_prepared_image`);
+  `target_unreadable` and `history_image_unreadable` stay in the summary,
+  always 0, so the metrics keep their keys;
 * `resized` / `converted` (adjustments, not skips): an image of another size,
   or of another mode than RGB, was brought to the common format.
 """
@@ -53,6 +58,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from pmg.data.images import read_prepared_image
 from pmg.models.lpips_metric import NETS, ssim
 
 METRIC_COLUMNS = ("lpips_alex", "lpips_vgg", "ssim")
@@ -500,6 +506,10 @@ class _ChunkImages:
             "path": key,
         }
         if loaded.pixels is None:
+            if role != "output" and loaded.problem == "unreadable":
+                # A reference is a prepared image: a damaged one is a damaged
+                # input folder, not a result to average around.
+                read_prepared_image(key)  # raises the DataError naming the file
             reason = f"{_ROLE_PREFIX[role]}_{loaded.problem}"
             self.issues.append({**base, "kind": "skipped", "reason": reason})
             return None

@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
-from PIL import Image
 
 from pmg.config import DescribeConfig
+from pmg.data.images import read_prepared_image
 from pmg.data.store import PreparedScenario
 from pmg.io import validate
 from pmg.method.llm_cache import CachedCaptioner, CachedLLM, ask_llm, count_tokens
@@ -181,8 +181,7 @@ def describe_items(
             chunk = with_image[start : start + cfg.batch_size]
             images = []
             for item_id in chunk:
-                with Image.open(prepared.image_file(item_id)) as image:
-                    images.append(image.convert("RGB"))
+                images.append(read_prepared_image(prepared.image_file(item_id)))
             for item_id, caption in zip(chunk, captioner.caption(images)):
                 caption = " ".join(str(caption).split()).strip(" .")
                 if caption:

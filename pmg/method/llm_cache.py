@@ -106,11 +106,12 @@ class ContentCache:
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored record, or None when absent or unreadable."""
         try:
-            text = self.path(key).read_text(encoding="utf-8")
+            data = self.path(key).read_bytes()
         except FileNotFoundError:
             return None
         try:
-            record = json.loads(text)
+            # Not UTF-8 (UnicodeDecodeError is a ValueError) or not JSON: a miss.
+            record = json.loads(data.decode("utf-8"))
         except ValueError:
             log.warning("cache entry %s does not parse; treated as a miss", self.path(key))
             return None

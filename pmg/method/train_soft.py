@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pmg.config import TrainSoftConfig
+from pmg.data.images import read_prepared_image
 from pmg.data.store import PreparedScenario
 from pmg.errors import DataError, PMGError
 from pmg.method.soft import (
@@ -195,11 +196,7 @@ def load_image(image: Path | Image.Image, size: tuple[int, int]) -> torch.Tensor
         (3, H, W) float32 in [-1, 1].
     """
     if not isinstance(image, Image.Image):
-        try:
-            with Image.open(image) as handle:
-                image = handle.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DataError(image, f"not a readable image: {err}") from None
+        image = read_prepared_image(image)
     image = image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC)
     array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size[0], size[1], 3)
     return array.permute(2, 0, 1).float() / 127.5 - 1.0

@@ -453,8 +453,8 @@ def convert_gguf_to_hf(
 
     The model is saved as safetensors in `dtype` with its tokenizer; the GGUF
     quantization entry is dropped from the config, since the weights written
-    are plain tensors. The folder appears complete or not at all (written to
-    a temporary sibling, then renamed).
+    are plain tensors. The folder appears complete or not at all
+    (`pmg.io.output_folder`).
 
     Args:
         gguf_file: the `.gguf` file.

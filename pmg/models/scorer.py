@@ -326,7 +326,8 @@ def save_open_clip_folder(
     """Write an open_clip model as a folder `load_scorer` (and open_clip's `local-dir:`) reads.
 
     Uses open_clip's own hub writer for the config; weights go to
-    `open_clip_model.safetensors`. Written to a temporary sibling, then renamed.
+    `open_clip_model.safetensors`. Written through `pmg.io.output_folder`
+    (see `write_open_clip_files` for writing into a folder being built).
 
     Args:
         model: the open_clip model (CLIP / CustomTextCLIP).
@@ -339,6 +340,16 @@ def save_open_clip_folder(
     Returns:
         `out_dir`.
     """
+    out_dir = Path(out_dir)
+    with output_folder(out_dir) as tmp:
+        write_open_clip_files(model, model_cfg, tmp, preprocess_cfg=preprocess_cfg)
+    return out_dir
+
+
+def write_open_clip_files(
+    model: torch.nn.Module, model_cfg: dict, folder: Path, *, preprocess_cfg: dict | None = None
+) -> None:
+    """The files of `save_open_clip_folder`, written into an existing `folder`."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.push_to_hf_hub import save_config_for_hf
     from safetensors.torch import save_file
@@ -347,13 +358,10 @@ def save_open_clip_folder(
     for name, default in (("image_mean", OPENAI_DATASET_MEAN), ("image_std", OPENAI_DATASET_STD)):
         if getattr(model.visual, name, None) is None:
             setattr(model.visual, name, tuple(default))
-    out_dir = Path(out_dir)
-    with output_folder(out_dir) as tmp:
-        save_config_for_hf(model, tmp / CONFIG_NAME, model_config=model_cfg)
-        if preprocess_cfg:
-            config = json.loads((tmp / CONFIG_NAME).read_text())
-            config["preprocess_cfg"].update(preprocess_cfg)
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME))
-    return out_dir
+    save_config_for_hf(model, folder / CONFIG_NAME, model_config=model_cfg)
+    if preprocess_cfg:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        config["preprocess_cfg"].update(preprocess_cfg)
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_NAME))

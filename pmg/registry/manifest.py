@@ -20,7 +20,7 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -53,16 +53,30 @@ class FileEntry(_Frozen):
 
 
 def check_relative_path(name: str) -> str:
-    """Refuse file names that could escape the destination folder on pull."""
+    """Refuse file names that could escape the destination folder on pull or not be created.
+
+    Control characters (NUL above all: no file system takes it) are refused
+    with `..`, absolute paths and backslashes.
+    """
     path = PurePosixPath(name)
     if (
         not name
         or "\\" in name
+        or any(ord(char) < 32 or ord(char) == 127 for char in name)
         or path.is_absolute()
         or any(part in ("", ".", "..") for part in name.split("/"))
     ):
         raise ValueError(f"unsafe file name in a version: {name!r}")
     return name
+
+
+def check_file_tree(names: Iterable[str]) -> None:
+    """Refuse a set of names where one is a file and a folder at once (`a` and `a/b`)."""
+    names = set(names)
+    for name in sorted(names):
+        for parent in PurePosixPath(name).parents:
+            if str(parent) in names:
+                raise ValueError(f"{str(parent)!r} is both a file and the folder of {name!r}")
 
 
 class Manifest(_Frozen):
@@ -123,6 +137,7 @@ class Manifest(_Frozen):
             raise ValueError("a version has at least one file")
         for name in value:
             check_relative_path(name)
+        check_file_tree(value)
         return value
 
     def to_json(self) -> bytes:
@@ -130,11 +145,15 @@ class Manifest(_Frozen):
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
-        """Parse a manifest; raise `ValueError` if it is not a complete one."""
+        """Parse a manifest; raise `ValueError` (one line, what is wrong) if it is not a complete one."""
         try:
             return cls.model_validate_json(data)
         except ValidationError as err:
-            raise ValueError(str(err)) from None
+            problems = [
+                f"{'.'.join(str(part) for part in problem['loc']) or 'manifest'}: {problem['msg']}"
+                for problem in err.errors()
+            ]
+            raise ValueError("; ".join(problems)) from None
 
 
 # ----------------------------------------------------------------- inputs
@@ -155,18 +174,40 @@ def sha256_file(path: Path) -> str:
 def adapter_files(adapter_dir: str | Path) -> dict[str, Path]:
     """Every regular file under `adapter_dir`, by relative POSIX path.
 
+    Symbolic links inside the folder are refused, not followed: a push
+    uploads what is in the folder, and a link can point anywhere (a link to
+    a system file was uploaded before this check). So are other non-regular
+    files (FIFOs, sockets, devices).
+
     Raises:
-        RegistryError: the folder does not exist or holds no file.
+        RegistryError: the folder does not exist, holds no file, holds a
+            symbolic link or a special file, or a file name a version
+            cannot hold.
     """
     root = Path(adapter_dir)
     if not root.is_dir():
         raise RegistryError(f"{root}: adapter folder does not exist")
-    files = {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*")) if path.is_file()}
+    files: dict[str, Path] = {}
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        for name in sorted(dirs) + sorted(names):
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise RegistryError(
+                    f"{path}: is a symbolic link; the registry uploads only regular files inside the "
+                    "adapter folder (copy the file in instead)"
+                )
+            if name in names:
+                if not path.is_file():
+                    raise RegistryError(f"{path}: not a regular file; the registry uploads only regular files")
+                files[path.relative_to(root).as_posix()] = path
     if not files:
         raise RegistryError(f"{root}: adapter folder holds no files")
     for name in files:
-        check_relative_path(name)
-    return files
+        try:
+            check_relative_path(name)
+        except ValueError as err:
+            raise RegistryError(f"{root}: {err}") from None
+    return dict(sorted(files.items()))
 
 
 def normalise_metrics(raw: Mapping[str, Any], source: str = "metrics") -> dict[str, float]:

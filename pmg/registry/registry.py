@@ -39,10 +39,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +50,7 @@ import pandas as pd
 
 from pmg.config import RegistryConfig
 from pmg.errors import DataError, RegistryError
+from pmg.io import output_folder
 from pmg.registry import manifest as mf
 from pmg.registry.gates import GateReport, evaluate_gates
 from pmg.registry.manifest import Manifest
@@ -224,6 +222,34 @@ def _pairs_bytes(path: str | Path) -> bytes:
     return data
 
 
+#: What every alias history entry holds (`history` prints them, `rollback` reads them).
+_ENTRY_KEYS = ("action", "to_version", "at", "by", "reason")
+
+
+def _is_version(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _alias_problem(doc: object) -> str | None:
+    """Why `doc` is not an alias object this code wrote, or None if it is one."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if "version" not in doc or not (doc["version"] is None or _is_version(doc["version"])):
+        return f"'version' must be a version number or null, got {doc.get('version')!r}"
+    history = doc.get("history")
+    if not isinstance(history, list):
+        return "'history' must be a list"
+    for position, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            return f"history entry {position} is not an object"
+        missing = [key for key in _ENTRY_KEYS if key not in entry]
+        if missing:
+            return f"history entry {position} lacks {', '.join(missing)}"
+        if not _is_version(entry["to_version"]):
+            return f"history entry {position} has to_version {entry['to_version']!r}"
+    return None
+
+
 def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
     """The alias's targets as a stack: promotions push, rollbacks pop."""
     stack: list[int] = []
@@ -234,6 +260,11 @@ def _undo_stack(history: list[dict[str, Any]]) -> list[int]:
         else:
             stack.append(int(entry["to_version"]))
     return stack
+
+
+def _check_pull_destination(dest: Path) -> None:
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise RegistryError(f"{dest}: destination exists and is not an empty folder")
 
 
 def _prefix_root(cfg: RegistryConfig) -> str:
@@ -510,11 +541,20 @@ class Registry:
         Raises:
             RegistryError: no such committed version.
         """
-        found = self.bucket.get(self._manifest_key(version), f"reading the manifest of version {version}")
-        manifest = self._parse_manifest(version, found[0]) if found else None
-        if manifest is None:
+        key = self._manifest_key(version)
+        found = self.bucket.get(key, f"reading the manifest of version {version}")
+        if found is None:
             raise RegistryError(
                 f"version {version} does not exist in {self.url()} (or its push did not complete)"
+            )
+        try:
+            manifest = Manifest.from_json(found[0])
+        except ValueError as err:
+            raise RegistryError(f"version {version} cannot be used: {self.url(key)} is not a valid manifest ({err})") from None
+        if (manifest.version, manifest.scenario) != (version, self.scenario):
+            raise RegistryError(
+                f"version {version} cannot be used: {self.url(key)} describes version {manifest.version} "
+                f"of scenario {manifest.scenario!r}"
             )
         return manifest
 
@@ -539,10 +579,10 @@ class Registry:
             manifest = self._parse_manifest(number, found[0]) if found else None
             if manifest is None:
                 continue
-            present = all(
-                sizes.get(self._file_key(number, n)) == e.size for n, e in manifest.files.items()
-            ) and all(sizes.get(self._evaluation_key(number, n)) == e.size for n, e in manifest.evaluation.items())
-            if present:
+            evaluation_present = all(
+                sizes.get(self._evaluation_key(number, n)) == e.size for n, e in manifest.evaluation.items()
+            )
+            if not self._incomplete(manifest, sizes) and evaluation_present:
                 out.append(VersionInfo(manifest, tuple(on_version.get(number, ()))))
         return out
 
@@ -567,6 +607,37 @@ class Registry:
             return pd.read_parquet(io.BytesIO(found[0]))
         except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a bad file
             raise RegistryError(f"{self.url(key)} is not a readable parquet table: {err}") from None
+
+    def _incomplete(self, manifest: Manifest, sizes: Mapping[str, int]) -> list[str]:
+        """What is wrong with a version's files given the listed sizes (empty: complete)."""
+        problems = []
+        for name, entry in sorted(manifest.files.items()):
+            size = sizes.get(self._file_key(manifest.version, name))
+            if size is None:
+                problems.append(f"{name} is missing")
+            elif size != entry.size:
+                problems.append(f"{name} has {size} bytes, the manifest says {entry.size}")
+        return problems
+
+    def complete_manifest(self, version: int) -> Manifest:
+        """The manifest of `version` after checking every file it lists is there with its size.
+
+        What `list` shows; `promote` and `rollback` point aliases only at such
+        versions (a version with a missing or resized file would otherwise
+        become `production` and then fail every pull).
+
+        Raises:
+            RegistryError: no such version, or a file missing or of another size.
+        """
+        manifest = self.manifest(version)
+        sizes = self.bucket.list_keys(f"{self._version_prefix(version)}files/", f"listing version {version}")
+        problems = self._incomplete(manifest, sizes)
+        if problems:
+            raise RegistryError(
+                f"version {version} in {self.url()} is damaged: {'; '.join(problems)}; "
+                "no alias may point at it (push the adapter again as a new version)"
+            )
+        return manifest
 
     def resolve(self, ref: str | int) -> int:
         """A version number from `3`, `"3"`, `"v3"` or an alias name."""
@@ -597,13 +668,13 @@ class Registry:
                 failure, or a non-empty `dest`.
         """
         dest = Path(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise RegistryError(f"{dest}: destination exists and is not an empty folder")
+        _check_pull_destination(dest)
         version = self.resolve(ref)
         manifest = self.manifest(version)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".pull", dir=dest.parent))
-        try:
+        # The lock keeps two pulls into one folder apart, and sweeps what a
+        # killed pull left there; the folder gets the umask's modes.
+        with output_folder(dest) as tmp:
+            _check_pull_destination(dest)  # again, now that no other pull can fill it
             for name, entry in sorted(manifest.files.items()):
                 key = self._file_key(version, name)
                 target = tmp / name
@@ -621,12 +692,6 @@ class Registry:
                         f"({size} bytes) but the manifest says {entry.sha256} ({entry.size} bytes); "
                         f"nothing was written to {dest}"
                     )
-            if dest.exists():
-                dest.rmdir()
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return manifest
 
     # ------------------------------------------------------------- aliases
@@ -638,9 +703,12 @@ class Registry:
         data, etag = found
         try:
             doc = json.loads(data)
-            return _Alias(alias, doc.get("version"), list(doc.get("history", [])), etag)
-        except (ValueError, AttributeError):
-            raise RegistryError(f"{self.url(self._alias_key(alias))} is not a valid alias object") from None
+        except ValueError:
+            doc = None
+        problem = _alias_problem(doc)
+        if problem:
+            raise RegistryError(f"{self.url(self._alias_key(alias))} is not a valid alias object: {problem}")
+        return _Alias(alias, doc["version"], list(doc["history"]), etag)
 
     def _move_alias(self, alias: _Alias, entry: dict[str, Any]) -> bool:
         """Append `entry` and write `alias` if nobody changed it since it was read.
@@ -776,6 +844,7 @@ class Registry:
         who = by or mf.current_user()
         for _ in range(_MAX_ALIAS_TRIES):
             current = self._read_alias(to)
+            self.complete_manifest(version)
             report = self.check_gates(version)
             out_of_order = self.order_violation(version, to)
             if out_of_order is not None and not force:
@@ -835,7 +904,7 @@ class Registry:
                     f"(now: {current.version if current.version is not None else 'none'})"
                 )
             target = stack[-2]
-            self.manifest(target)  # still complete (it is immutable, but say so clearly if not)
+            self.complete_manifest(target)  # immutable, but say so clearly if its files were damaged
             previous = current.version
             entry = {
                 "action": "rollback",

@@ -63,7 +63,9 @@ def make_client(cfg: RegistryConfig) -> Any:
     every S3-compatible server and AWS itself accept.
 
     Raises:
-        RegistryError: `AWS_PROFILE` names a profile that does not exist.
+        RegistryError: `AWS_PROFILE` names a profile that does not exist,
+            the environment has half a key pair, or the endpoint URL is
+            not one.
     """
     config = Config(
         retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
@@ -76,6 +78,16 @@ def make_client(cfg: RegistryConfig) -> Any:
         return session.client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region, config=config)
     except ProfileNotFound as err:
         raise RegistryError(f"AWS profile not found: {err}; check AWS_PROFILE") from None
+    except PartialCredentialsError as err:
+        # e.g. an access key with an empty secret: botocore resolves env
+        # credentials when the client is built, before any request.
+        raise RegistryError(
+            f"incomplete AWS credentials ({err}): set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE)"
+        ) from None
+    except (BotoCoreError, ValueError) as err:
+        where = cfg.endpoint_url or "AWS S3"
+        raise RegistryError(f"cannot set up an S3 client for {where}: {err}") from None
 
 
 def _error_code(err: ClientError) -> str:

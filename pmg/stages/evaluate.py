@@ -29,7 +29,7 @@ import pandas as pd
 
 from pmg import schemas
 from pmg.config import Params
-from pmg.io import read_table, write_json_atomic, write_table, write_text_atomic
+from pmg.io import output_folder, read_table, write_json_atomic, write_table, write_text_atomic
 from pmg.stages import loaders
 from pmg.stages.catalogue import CANDIDATES_TABLE, GROUND_TRUTH_TABLE, ISSUES_TABLE, PAIRS_TABLE, Catalogue
 
@@ -51,10 +51,15 @@ def measure(params: Params, scenario: str, requests: Sequence[Any], metric_model
 
 
 def write_evaluation(folder: Path, evaluation: Any, hits: pd.DataFrame) -> None:
-    """The per-pair metrics, the issues and the ground-truth rows, into `folder`."""
-    write_table(evaluation.pairs, folder / PAIRS_TABLE, schemas.PairMetrics)
-    write_table(evaluation.issues, folder / ISSUES_TABLE, schemas.EvalIssues)
-    write_table(hits, folder / GROUND_TRUTH_TABLE, schemas.GroundTruthHits)
+    """The per-pair metrics, the issues and the ground-truth rows, as the folder `folder`.
+
+    Written through `pmg.io.output_folder`: all three tables or none replace
+    the previous ones, and a second run of the stage waits for the first.
+    """
+    with output_folder(folder) as staging:
+        write_table(evaluation.pairs, staging / PAIRS_TABLE, schemas.PairMetrics)
+        write_table(evaluation.issues, staging / ISSUES_TABLE, schemas.EvalIssues)
+        write_table(hits, staging / GROUND_TRUTH_TABLE, schemas.GroundTruthHits)
 
 
 def used_keywords(catalogue: Catalogue, scenario: str, users: pd.Series) -> pd.DataFrame | None:

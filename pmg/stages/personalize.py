@@ -127,7 +127,6 @@ def personalize(
     )
     scorer = models.get("scorer") or loaders.scorer(params)
     scores, _ = select_in(candidates_dir, params.select, scenario, candidates, scorer=scorer)
-    write_table(scores, candidates_dir / SCORES_TABLE, Scores)
     merged = scores.merge(candidates[["candidate", "image_path"]], on="candidate")
     rows = [
         {
@@ -142,7 +141,13 @@ def personalize(
         }
         for r in merged.sort_values("candidate").itertuples()
     ]
-    chosen = next(r for r in rows if r["chosen"])
+    chosen = next((r for r in rows if r["chosen"]), None)
+    if chosen is None:
+        # No scores table is written: an empty one would look like a finished pair.
+        raise DataError(
+            candidates_dir, f"no candidate was chosen for user {user!r} and target {target!r} ({len(rows)} scored)"
+        )
+    write_table(scores, candidates_dir / SCORES_TABLE, Scores)
     keyword_row = keywords.iloc[0]
     return {
         "scenario": scenario,

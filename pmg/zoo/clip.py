@@ -74,8 +74,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pmg.config import ModelSpec, ZooClipConfig
+from pmg.data.images import read_prepared_image
 from pmg.errors import DataError, ModelError
-from pmg.io import output_folder
+from pmg.io import output_folder, without_timings
 
 MODEL_NAME = "pmg-mini-clip"
 TRAINING_INFO_NAME = "training.json"
@@ -198,8 +199,7 @@ def _load_images(files: Iterable[str], transform) -> torch.Tensor:
     """(N, 3, S, S) normalised pixels, exactly as the eval transform makes them."""
     tensors = []
     for file in files:
-        with Image.open(file) as image:
-            tensors.append(transform(image.convert("RGB")))
+        tensors.append(transform(read_prepared_image(file)))
     return torch.stack(tensors)
 
 
@@ -483,21 +483,19 @@ def save_mini_clip(
     (as given) and the text tower's config and tokenizer files are copied
     in, so loading needs nothing outside the folder.
     """
-    from pmg.models.scorer import save_open_clip_folder
+    from pmg.models.scorer import write_open_clip_files
 
     out = Path(out)
     saved_cfg = deepcopy(model_cfg)
     saved_cfg["text_cfg"]["hf_model_name"] = str(out)
     saved_cfg["text_cfg"]["hf_tokenizer_name"] = str(out)
     with output_folder(out) as folder:
-        save_open_clip_folder(model, saved_cfg, folder)
+        write_open_clip_files(model, saved_cfg, folder)
         for name in TEXT_TOWER_FILES:
             if (text_tower / name).is_file():
-                shutil.copy2(text_tower / name, folder / name)
-        (folder / TRAINING_INFO_NAME).write_text(json.dumps(training, indent=2) + "\n")
-        # Some writers leave files private; the model is an ordinary build output.
-        for file in folder.iterdir():
-            file.chmod(0o644)
+                # copyfile, not copy2: the asset's mtime and mode are not the model's.
+                shutil.copyfile(text_tower / name, folder / name)
+        (folder / TRAINING_INFO_NAME).write_text(json.dumps(without_timings(training), indent=2) + "\n")
     return out
 
 
@@ -604,11 +602,7 @@ def _colour_accuracy(scorer, image_embeddings: torch.Tensor, heldout: pd.DataFra
 
 
 def _open_images(files: Iterable[str]) -> list[Image.Image]:
-    images = []
-    for file in files:
-        with Image.open(file) as image:
-            images.append(image.convert("RGB"))
-    return images
+    return [read_prepared_image(file) for file in files]
 
 
 def gate_failures(metrics: dict) -> list[str]:

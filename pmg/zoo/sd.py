@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,8 +69,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pmg.config import ModelSpec, ZooSDConfig
+from pmg.data.images import read_prepared_image
 from pmg.errors import DataError
-from pmg.io import output_folder
+from pmg.io import output_folder, without_timings
 
 TRAINING_INFO_NAME = "pmg_training.json"
 """Provenance written next to `model_index.json`: the config, seed and training figures."""
@@ -217,8 +217,7 @@ def load_pixels(files: Sequence[str], resolution: int) -> torch.Tensor:
     """Images resized to `resolution` (antialiased), as (N, 3, R, R) float32 in [-1, 1]."""
     out = torch.empty(len(files), 3, resolution, resolution)
     for i, file in enumerate(files):
-        with Image.open(file) as image:
-            small = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
+        small = read_prepared_image(file).resize((resolution, resolution), Image.Resampling.BICUBIC)
         out[i] = torch.from_numpy(np.asarray(small, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
     return out
 
@@ -538,18 +537,9 @@ def save_pipeline(*, vae, text_encoder, tokenizer, unet, out: Path, info: dict |
         pipeline.save_pretrained(tmp, safe_serialization=True)
         write_clip_tokenizer_files(tmp / "tokenizer")
         if info is not None:
-            text = json.dumps(info, indent=2, sort_keys=True) + "\n"
+            text = json.dumps(without_timings(info), indent=2, sort_keys=True) + "\n"
             (tmp / TRAINING_INFO_NAME).write_text(text, encoding="utf-8")
-        _relax_permissions(tmp)
     return out
-
-
-def _relax_permissions(folder: Path) -> None:
-    """Give the folder the umask's usual modes: mkdtemp makes it 0700 and some writers leave files 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 # ------------------------------------------------------------------------- gates

@@ -244,3 +244,24 @@ def test_run_evaluate_writes_validated_tables_and_metrics(tmp_path: Path, metric
         summary["overall"]["n_pairs"] == 4
         and summary["clothing"]["lpips_history"] == metrics["lpips_history"]
     )
+
+
+@pytest.mark.parametrize("role", ["target", "history"])
+def test_a_damaged_reference_image_is_a_data_error_naming_it(tmp_path: Path, metric_models, role: str) -> None:
+    """References are prepared images: a damaged one stops the run; a damaged output is only counted."""
+    from pmg.errors import DataError
+
+    good = tmp_path / "good.png"
+    Image.fromarray((np.asarray(_smooth(2, 32)).transpose(1, 2, 0) * 255).astype(np.uint8)).save(good)
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(good.read_bytes()[:40])  # `truncate -s 40`
+    history = (("h1", damaged),) if role == "history" else (("h1", good),)
+    target = damaged if role == "target" else good
+    with pytest.raises(DataError) as err:
+        evaluate_requests([EvalRequest("u1", "t1", good, history, target)], metric_models, scenario="clothing", image_size=32)
+    assert str(damaged) in str(err.value)
+    # The same file as an output is a counted skip, not an error.
+    evaluation = evaluate_requests(
+        [EvalRequest("u1", "t1", damaged, (("h1", good),), good)], metric_models, scenario="clothing", image_size=32
+    )
+    assert summarize(evaluation, "pmg")["skipped"]["output_unreadable"] == 1

@@ -180,3 +180,15 @@ def test_describe_stage_caches_the_models_and_gives_the_captioner_a_vocabulary(
     assert vocabulary[:3] == ["red", "wool", "striped"] and "coat" in vocabulary and top_k == 3
     entries = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")]
     assert sorted(e["kind"] for e in entries) == ["caption"] * 8 + ["llm"]  # g4's long text summarised
+
+
+def test_a_damaged_prepared_image_is_a_data_error_naming_it(
+    prepared: PreparedScenario, describe_cfg: DescribeConfig
+) -> None:
+    """`truncate -s 40` of a prepared PNG: one clear error, not a Pillow traceback."""
+    damaged = prepared.image_file("g3")
+    with open(damaged, "r+b") as handle:
+        handle.truncate(40)
+    with pytest.raises(DataError) as err:
+        describe(prepared, ["u1"], llm=None, captioner=ColourCaptioner(), cfg=describe_cfg)
+    assert str(damaged) in str(err.value) and "pmg prepare" in str(err.value)

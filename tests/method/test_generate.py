@@ -325,6 +325,19 @@ def test_generate_stage_writes_images_then_the_table(params, keywords_table, gen
     assert not any(p.name.startswith(".") for p in (tmp_path / "generate").iterdir())  # no staging left
 
 
+def test_a_rerun_writes_the_same_bytes(params, keywords_table, generator, tmp_path) -> None:
+    """The candidates folder is a DVC output: the wall time stays out of `report.json` (issue 16)."""
+    behaviour = {"u1": "liked red coats", "u2": "liked shirts"}
+    folder = tmp_path / "generate" / "clothing"
+    runs = []
+    for _ in range(2):
+        _, report = _generate_into(params, keywords_table, behaviour, generator, folder)
+        runs.append({p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()})
+        assert report.seconds >= 0  # still measured, for metrics/
+    assert runs[0] == runs[1]
+    assert "seconds" not in json.loads((folder / "report.json").read_text())
+
+
 def test_a_failed_run_leaves_the_previous_output(params, keywords_table, generator, tmp_path) -> None:
     behaviour = {"u1": "a", "u2": "b"}
     folder = tmp_path / "generate" / "clothing"

@@ -105,6 +105,18 @@ def test_entries_are_readable_json_and_corrupt_ones_are_misses(tmp_path: Path) -
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00 not utf-8", b"", b"[1, 2]", b'{"key": "another"}'])
+def test_an_entry_that_is_not_utf8_json_is_a_miss_and_is_overwritten(tmp_path: Path, garbage: bytes) -> None:
+    cache = ContentCache(tmp_path)
+    llm = ScriptedLLM(echo)
+    key = llm_key("m", "v1", "a", 8, 0.0)
+    cache.path(key).parent.mkdir(parents=True)
+    cache.path(key).write_bytes(garbage)
+    assert CachedLLM(llm, "m", cache).generate(["a"], max_new_tokens=8, template_version="v1") == ["answer to a"]
+    assert len(llm.calls) == 1
+    assert json.loads(cache.path(key).read_text(encoding="utf-8"))["answer"] == "answer to a"
+
+
 def _writer(folder: str, worker: int, n: int) -> None:
     cache = ContentCache(folder)
     for i in range(n):

@@ -245,6 +245,22 @@ def test_save_replaces_atomically_and_a_failed_save_keeps_the_old_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
 
 
+def test_saved_adapter_has_ordinary_modes_and_same_bytes(llm: LocalLLM, tmp_path: Path) -> None:
+    """mkdtemp made the folder 0700 and safetensors the weights 0600; a rerun writes the same bytes."""
+    import os
+    import stat
+
+    model = SoftPreferenceModel(llm, TEXT_WIDTH, num_tokens=2, prefix_length=2)
+    first = save_adapter(model, tmp_path / "a", {"data_hash": "x"})
+    second = save_adapter(model, tmp_path / "b", {"data_hash": "x"})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(first.stat().st_mode) == 0o777 & ~umask
+    for path in first.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+        assert path.read_bytes() == (second / path.name).read_bytes(), path
+
+
 def test_long_prompts_are_cut_from_the_left(llm: LocalLLM) -> None:
     model = SoftPreferenceModel(llm, TEXT_WIDTH, num_tokens=2, prefix_length=2, max_prompt_tokens=40)
     ids, _ = model.tokenize([LONG, SHORT])

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_zoo_outputs import assert_ordinary_modes, files_of, has_timings  # tests/zoo/ is on sys.path
 
 from pmg.config import ZooSDConfig
-from pmg.zoo.sd import _lr_factor, colour_gate_prompts, gate_failures, train_mini_sd
+from pmg.zoo.sd import TRAINING_INFO_NAME, _lr_factor, colour_gate_prompts, gate_failures, train_mini_sd
 from pmg.zoo.tokenizer import build_clip_tokenizer, clip_vocab_and_merges
 
 SAMPLES = [
@@ -168,6 +169,10 @@ def test_training_is_deterministic_given_the_seed(squares: pd.DataFrame, trained
     name = "unet/diffusion_pytorch_model.safetensors"
     first, second = load_file(out / name), load_file(tmp_path / "again" / name)
     assert all(torch.equal(first[k], second[k]) for k in first)
+    # A rebuild writes the same bytes (a DVC output), timings stay out, modes are ordinary (issue 16).
+    assert files_of(out) == files_of(tmp_path / "again")
+    assert not has_timings(json.loads((out / TRAINING_INFO_NAME).read_text()))
+    assert_ordinary_modes(out)
 
 
 @pytest.mark.slow
@@ -198,3 +203,17 @@ def test_gates_report_prompt_match_and_colour(
     assert strict["colour"] == colour | {"min_ratio": 9.0, "passed": False}
     assert strict["passed"] is False
     assert any("colour accuracy" in line for line in gate_failures(strict))
+
+
+def test_a_damaged_training_image_is_a_data_error_naming_it(tmp_path) -> None:
+    from PIL import Image
+
+    from pmg.errors import DataError
+    from pmg.zoo.sd import load_pixels
+
+    good, damaged = tmp_path / "good.png", tmp_path / "damaged.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(good)
+    damaged.write_bytes(good.read_bytes()[:40])
+    assert load_pixels([str(good)], 8).shape == (1, 3, 8, 8)
+    with pytest.raises(DataError, match="damaged.png"):
+        load_pixels([str(good), str(damaged)], 8)
