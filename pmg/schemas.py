@@ -22,6 +22,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 SCENARIOS = ("clothing", "movies", "emoji")
+USER_SPLITS = ("train", "validation", "test")
 
 
 def _is_json_object(text: str) -> bool:
@@ -97,7 +98,10 @@ class Splits(pa.DataFrameModel):
     `target_item` is the item generated for the user and evaluated;
     `supervision_item` is the last item of the user's sequence, whose image
     supervises the training of the soft preference embeddings. The three never
-    overlap for one user.
+    overlap for one user. `split` is the user's part of the evaluation
+    protocol (`train`, `validation` or `test`; `pmg.data.dataset.user_split_of`):
+    adapters train on `train`, pick checkpoints on `validation`, figures are
+    reported on `test`.
     """
 
     user_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
@@ -105,6 +109,7 @@ class Splits(pa.DataFrameModel):
     history_items: Series[str]
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
     supervision_item: Series[str] = pa.Field(str_length={"min_value": 1})
+    split: Series[str] = pa.Field(isin=USER_SPLITS)
 
     @pa.check("history_items", element_wise=True, name="nonempty_json_list_of_ids")
     def _history_is_json_list(cls, value: str) -> bool:  # noqa: N805

@@ -7,6 +7,7 @@ so a stage can report skips instead of crashing or dropping rows silently.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pmg import schemas
+from pmg.config import UserSplitConfig
+from pmg.errors import DataError
 
 
 def empty_conversations() -> pd.DataFrame:
@@ -50,6 +53,7 @@ def make_splits(
     min_rating: float | None = None,
     require_image: bool = True,
     max_users: int | None = None,
+    user_split: UserSplitConfig = UserSplitConfig(),
 ) -> tuple[pd.DataFrame, Counter[str]]:
     """Split each user's behaviour into history, target and supervision items.
 
@@ -69,12 +73,17 @@ def make_splits(
     Keeping the supervision item apart from the target means training never
     sees the target image that evaluation compares against.
 
+    Each user is also assigned once to `train`, `validation` or `test`
+    (column `split`, see :func:`user_split_of`); :func:`check_user_splits`
+    enforces the minimum sizes.
+
     Args:
         data: the scenario's tables.
         history_len: number of history items per user.
         min_rating: drop interactions rated below this (null ratings are kept).
         require_image: drop items without an image from sequences.
         max_users: keep the first `max_users` eligible users by id.
+        user_split: shares of the train / validation / test users.
 
     Returns:
         The `schemas.Splits` table (validated) and reason -> count of users
@@ -106,6 +115,7 @@ def make_splits(
                 "history_items": json.dumps(window[:history_len]),
                 "target_item": window[-2],
                 "supervision_item": window[-1],
+                "split": user_split_of(data.scenario, str(user_id), user_split),
             }
         )
     skipped["too_few_interactions"] += len(known_users - set(inter["user_id"]))
@@ -115,3 +125,61 @@ def make_splits(
     frame = pd.DataFrame(rows, columns=list(schemas.Splits.to_schema().columns))
     frame = schemas.Splits.validate(frame)
     return frame, +skipped
+
+
+USER_SPLITS = schemas.USER_SPLITS
+"""The user splits, in the order they are reported: `train`, `validation`, `test`."""
+
+
+def user_split_of(scenario: str, user_id: str, cfg: UserSplitConfig) -> str:
+    """The split of one user: `test`, `validation` or `train`, by a hash of (scenario, user id).
+
+    The hash (SHA-256 of `"user", scenario, user id`, read as a number in
+    [0, 1)) depends on nothing else, so a user keeps their split when users
+    are added or removed, when `max_users` changes, and in every stage that
+    reads the table. The `"user"` tag keeps it independent of the item hash
+    of `pmg.zoo.pairs` (MovieLens users and items share numeric ids). The
+    first `cfg.test` of [0, 1) is `test`, the next `cfg.validation` is
+    `validation`, the rest `train`: the shares are expectations, so a
+    scenario with few users can come out uneven (see
+    :func:`check_user_splits`).
+    """
+    digest = hashlib.sha256(f"user\0{scenario}\0{user_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < cfg.test:
+        return "test"
+    if u < cfg.test + cfg.validation:
+        return "validation"
+    return "train"
+
+
+def split_counts(splits: pd.DataFrame) -> Counter[str]:
+    """`users_train`, `users_validation`, `users_test`: users per split (zeros included), for reports."""
+    counts = splits["split"].value_counts()
+    return Counter({f"users_{name}": int(counts.get(name, 0)) for name in USER_SPLITS})
+
+
+def check_user_splits(splits: pd.DataFrame, scenario: str, cfg: UserSplitConfig, *, where: object = "<splits>") -> None:
+    """Fail when a split the protocol needs has too few users.
+
+    `train` (the adapters learn from it) and `test` (every reported figure
+    comes from it) need at least `cfg.min_users` users. `validation` only
+    picks checkpoints: it needs them too when its share is above 0, and may
+    be empty when `cfg.validation` is 0.
+
+    Raises:
+        DataError: naming the scenario, the split, its count and the
+            settings to change.
+    """
+    counts = split_counts(splits)
+    needed = ["train", "test"] + (["validation"] if cfg.validation > 0 else [])
+    for name in needed:
+        n = counts[f"users_{name}"]
+        if n < cfg.min_users:
+            raise DataError(
+                where,
+                f"scenario {scenario!r}: split {name!r} has {n} user(s) of {len(splits)}, fewer than "
+                f"prepare.user_split.min_users = {cfg.min_users} (shares: test {cfg.test}, validation "
+                f"{cfg.validation}); add users or change prepare.user_split",
+                column="split",
+            )

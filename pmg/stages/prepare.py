@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from pmg.config import Params, PrepareConfig
-from pmg.data.dataset import ScenarioData, make_splits
+from pmg.data.dataset import ScenarioData, check_user_splits, make_splits, split_counts
 from pmg.data.store import report_frame, staging_folder, write_scenario
 from pmg.errors import ConfigError, DataError
 from pmg.io import write_json_atomic
@@ -94,9 +94,12 @@ def build_scenario(
         history_len, min_rating, max_users = cfg.emoji.history_len, None, cfg.emoji.max_users
     else:
         raise ConfigError(f"unknown scenario {scenario!r}")
-    splits, user_skips = make_splits(data, history_len, min_rating=min_rating, max_users=max_users)
+    splits, user_skips = make_splits(
+        data, history_len, min_rating=min_rating, max_users=max_users, user_split=cfg.user_split
+    )
     if splits.empty:
         raise DataError(scenario_dir, f"no user of scenario {scenario!r} has the {history_len + 2} items a split needs")
+    check_user_splits(splits, scenario, cfg.user_split, where=Path(cfg.out) / scenario / "splits.parquet")
     skipped = Counter(data.skipped)
     skipped.update({f"users_{reason}": n for reason, n in user_skips.items()})
     kept = Counter(
@@ -108,6 +111,7 @@ def build_scenario(
             "users_split": len(splits),
         }
     )
+    kept.update(split_counts(splits))
     return data, splits, report_frame(scenario, kept, skipped)
 
 

@@ -98,6 +98,7 @@ def _movies(folder: Path):
                 "history_items": json.dumps(["1", "2"]),
                 "target_item": "3",
                 "supervision_item": "4",
+                "split": "test",
             }
         ]
     )
@@ -182,6 +183,7 @@ def test_emoji_mentions_of_character_and_emotion(tmp_path: Path) -> None:
                     "history_items": json.dumps(["e2"]),
                     "target_item": "e1",
                     "supervision_item": "e3",
+                    "split": "test",
                 }
             ]
         ),
