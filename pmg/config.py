@@ -654,7 +654,9 @@ class SelectConfig(Section):
     Attributes:
         out: output folder; one `<scenario>.parquet` Scores table each.
         alpha: weight of the preference score (paper: 0.5; the authors'
-            demo weights preference 2:1, i.e. 2/3).
+            demo weights preference 2:1, i.e. 2/3). 0 is the rule "best
+            target similarity" (`z = log d_t`), the one the
+            non-personalised variant `none` selects with.
         min_cosine: cosines below this floor (zero or negative ones
             included) are raised to it before the log (see
             `pmg.method.select`).

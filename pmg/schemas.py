@@ -324,7 +324,7 @@ class Scores(pa.DataFrameModel):
     candidate image's CLIP embedding to the preference and target keyword
     strings; `z = alpha·log d_p + (1 - alpha)·log d_t` with cosines below
     `select.min_cosine` floored first (`floored` marks the rows where that
-    happened). Exactly one row per (user, scenario, target) is `chosen`: the
+    happened to a term that counts: alpha above 0 for `d_p`, below 1 for `d_t`). Exactly one row per (user, scenario, target) is `chosen`: the
     highest `z`, the lower candidate index on a tie.
     """
 

@@ -34,7 +34,18 @@ and the row is marked `floored`. Why this and not `(1 + cos)/2`:
   at most `max(alpha, 1 - alpha)·log ε`. Among candidates that all have a
   floored score, the other score still orders them, and `z` is monotone in
   each cosine throughout.
-* `alpha = 1` or `0` drops a term entirely (`0·log ε = 0`), as the formula says.
+* `alpha = 1` or `0` drops a term entirely (`0·log ε = 0`), as the formula says;
+  a dropped term's cosine is not counted as `floored`.
+
+Selection rules per variant (evaluation protocol)
+-------------------------------------------------
+Every variant, the non-personalised `none` included, gets the same K
+candidates, and the rule that keeps one is stated per variant
+(:func:`variant_alpha`): the personalised variants use `z` with
+`select.alpha`; `none` uses `alpha = 0`, i.e. `z = log d_t`, **the best
+target similarity** — the same CLIP and the same budget, but nothing pulls
+its choice towards the preference keywords (there are none to pull
+towards). `alpha = 0` is a valid setting of `select.alpha` as well.
 
 Texts and images are embedded in batches: all candidate images of a
 scenario in one `embed_images` call, each distinct keyword string once.
@@ -62,6 +73,19 @@ log = logging.getLogger(__name__)
 PAIR = ["user_id", "scenario", "target_item"]
 COLUMNS = [*PAIR, "candidate", "w_p", "w_t", "d_p", "d_t", "z", "floored", "chosen"]
 
+BEST_TARGET_SIMILARITY = 0.0
+"""`alpha` of the rule "keep the candidate closest to the target keywords" (`z = log d_t`)."""
+
+
+def variant_alpha(variant: str, alpha: float) -> float:
+    """The `alpha` a variant selects with: `none` keeps the best target similarity, the others use `alpha`.
+
+    Args:
+        variant: a personalisation variant (`schemas.PERSONALISATION_VARIANTS`).
+        alpha: `select.alpha`, the weight of the preference score.
+    """
+    return BEST_TARGET_SIMILARITY if variant == "none" else alpha
+
 
 def selection_score(
     d_p: np.ndarray | Sequence[float],
@@ -79,7 +103,8 @@ def selection_score(
         min_cosine: ε, the floor, in (0, 1).
 
     Returns:
-        z (N,) float64, and floored (N,) bool: a cosine was below ε.
+        z (N,) float64, and floored (N,) bool: a cosine whose term counts
+        (weight above 0) was below ε.
 
     Raises:
         ValueError: alpha or ε out of range, or a NaN cosine.
@@ -92,7 +117,7 @@ def selection_score(
     d_t = np.asarray(d_t, dtype=np.float64)
     if np.isnan(d_p).any() or np.isnan(d_t).any():
         raise ValueError(f"cosines must not be NaN, got d_p={d_p.tolist()}, d_t={d_t.tolist()}")
-    floored = (d_p < min_cosine) | (d_t < min_cosine)
+    floored = ((alpha > 0) & (d_p < min_cosine)) | ((alpha < 1) & (d_t < min_cosine))
     # Rounding can put a cosine a hair above 1; log stays <= 0.
     log_p = np.log(np.clip(d_p, min_cosine, 1.0))
     log_t = np.log(np.clip(d_t, min_cosine, 1.0))
@@ -171,6 +196,7 @@ def run_select(
     *,
     scorer: Any,
     candidates_dir: str | Path,
+    alpha: float | None = None,
 ) -> pd.DataFrame:
     """The `select` stage for one scenario, without file writes.
 
@@ -181,6 +207,9 @@ def run_select(
         scorer: the loaded `Scorer`.
         candidates_dir: the folder holding the `Candidates` table (image
             paths are relative to it).
+        alpha: the weight of the preference score; None = `select.alpha`.
+            The evaluation passes :func:`variant_alpha` of the variant
+            (0 for `none`: the best target similarity).
 
     Returns:
         The validated `Scores` table (write it with `pmg.io.write_table`, e.g.
@@ -188,6 +217,7 @@ def run_select(
         counts of pairs, floored rows and the chosen weights.
     """
     cfg = params.select
+    alpha = cfg.alpha if alpha is None else alpha
     candidates = validate(candidates, Candidates, f"select input (candidates[{scenario}])")
     candidates = candidates[candidates["scenario"] == scenario].reset_index(drop=True)
     if candidates.empty:
@@ -202,13 +232,13 @@ def run_select(
     e_p = text_embeds[[row_of[t] for t in candidates["preference_text"]]]
     e_t = text_embeds[[row_of[t] for t in candidates["target_text"]]]
     d_p, d_t = cosines(image_embeds, e_p), cosines(image_embeds, e_t)
-    z, floored = selection_score(d_p, d_t, cfg.alpha, min_cosine=cfg.min_cosine)
+    z, floored = selection_score(d_p, d_t, alpha, min_cosine=cfg.min_cosine)
     frame = candidates[[*PAIR, "candidate", "w_p", "w_t"]].assign(d_p=d_p, d_t=d_t, z=z, floored=floored)
     frame = validate(select_best(frame)[COLUMNS], Scores, f"scores[{scenario}]")
     chosen = frame[frame["chosen"]]
     frame.attrs["report"] = {
         "scenario": scenario,
-        "alpha": cfg.alpha,
+        "alpha": alpha,
         "pairs": len(chosen),
         "candidates": len(frame),
         "floored": int(frame["floored"].sum()),
