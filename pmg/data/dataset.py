@@ -159,7 +159,9 @@ def split_counts(splits: pd.DataFrame) -> Counter[str]:
     return Counter({f"users_{name}": int(counts.get(name, 0)) for name in USER_SPLITS})
 
 
-def check_user_splits(splits: pd.DataFrame, scenario: str, cfg: UserSplitConfig, *, where: object = "<splits>") -> None:
+def check_user_splits(
+    splits: pd.DataFrame, scenario: str, cfg: UserSplitConfig, *, where: object = "<splits>"
+) -> None:
     """Fail when a split the protocol needs has too few users.
 
     `train` (the adapters learn from it) and `test` (every reported figure

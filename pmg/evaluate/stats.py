@@ -314,7 +314,7 @@ def paired_difference(
     v = np.asarray(values, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
     if v.shape != r.shape or v.ndim not in (1, 2):
-        raise ValueError(f"values and reference must have the same (n,) or (n, S) shape, got {v.shape} and {r.shape}")
+        raise ValueError(f"values and reference must share an (n,) or (n, S) shape: {v.shape}, {r.shape}")
     diff = v - r
     per_user = diff.mean(axis=1) if diff.ndim == 2 else diff
     return bootstrap_interval(
@@ -358,7 +358,9 @@ def paired_arrays(
     for name in (variant, reference):
         part = frame[frame["variant"] == name]
         if part.empty:
-            raise DataError(where, f"variant {name!r} has no {value!r} rows: its run is missing", column="variant")
+            raise DataError(
+                where, f"variant {name!r} has no {value!r} rows: its run is missing", column="variant"
+            )
         duplicated = part.duplicated(["user_id", "seed"])
         if duplicated.any():
             row = part[duplicated].iloc[0]
@@ -368,15 +370,18 @@ def paired_arrays(
                 column="user_id",
             )
         pivots[name] = part.pivot(index="user_id", columns="seed", values=value)
-    keys = {name: {(u, s) for u in p.index for s in p.columns if pd.notna(p.loc[u, s])} for name, p in pivots.items()}
+    keys = {
+        name: {(u, s) for u in p.index for s in p.columns if pd.notna(p.loc[u, s])}
+        for name, p in pivots.items()
+    }
     for name, other in ((variant, reference), (reference, variant)):
         missing = sorted(keys[other] - keys[name], key=str)
         if missing:
             user, seed = missing[0]
             raise DataError(
                 where,
-                f"variant {name!r} is missing {len(missing)} run(s) that {other!r} has, e.g. user {user!r} seed {seed}; "
-                "a paired comparison needs both on the same users and seeds",
+                f"variant {name!r} is missing {len(missing)} run(s) that {other!r} has, e.g. user {user!r} "
+                f"seed {seed}; a paired comparison needs both on the same users and seeds",
                 column="variant",
             )
     users = sorted(pivots[variant].index.astype(str))
@@ -386,7 +391,8 @@ def paired_arrays(
     if np.isnan(a).any() or np.isnan(b).any():
         raise DataError(
             where,
-            f"variants {variant!r} / {reference!r}: some users lack a seed the others have, or a value is missing",
+            f"variants {variant!r} / {reference!r}: some users lack a seed the others have, or a value is "
+            "missing",
             column="seed",
         )
     return users, a, b

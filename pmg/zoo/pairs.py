@@ -148,8 +148,8 @@ def load_pairs(
         if not (frame["split"] == "train").any():
             raise DataError(
                 prepared.folder / "splits.parquet",
-                f"scenario {scenario!r}: the test users' target items and the hash share "
-                f"{heldout_fraction} hold out every one of its {len(frame)} images; nothing is left to train on",
+                f"scenario {scenario!r}: the test users' target items and the hash share {heldout_fraction} "
+                f"hold out every one of its {len(frame)} images; nothing is left to train on",
                 column="split",
             )
         frames.append(frame.assign(history_heldout=history_heldout))

@@ -183,7 +183,7 @@ def test_seeds_are_averaged_within_users_before_the_bootstrap() -> None:
     assert by_seed == per_user
     assert paired_difference(values, reference, seed=5) == by_seed  # deterministic
     assert paired_difference(values, reference, seed=6) != by_seed
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(ValueError, match="must share"):
         paired_difference(values, reference[:, :2])
     with pytest.raises(ValueError, match="at least 2 users"):
         bootstrap_interval([0.1])
