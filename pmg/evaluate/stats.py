@@ -43,6 +43,10 @@ twice (Davison & Hinkley 1997, §3.8; the two-stage bootstrap is
 conservative). With `S` seeds the interval therefore covers users and seeds
 together, as the protocol asks.
 
+"Personalises more than `none`" is a paired question too: :func:`user_gaps`
+gives each test user's own gap (per seed), and :func:`paired_difference` of
+a variant's user gaps against `none`'s gives the interval of the difference.
+
 :func:`paired_arrays` turns a long table (one row per variant, user, seed)
 into the aligned arrays and fails, naming the variant, when a run is missing.
 """
@@ -205,6 +209,28 @@ def personalisation_gap(
         n_users=int(n),
         seed=int(seed),
     )
+
+
+def user_gaps(
+    metric: np.ndarray, partner: np.ndarray | Sequence[int], *, lower_is_closer: bool = True
+) -> np.ndarray:
+    """Each user's personalisation gap: `other - own` (distances) or `own - other` (similarities).
+
+    Args:
+        metric: (n, n) or (S, n, n), as in :func:`personalisation_gap`.
+        partner: (n,) the derangement.
+        lower_is_closer: True for a distance, False for a similarity.
+
+    Returns:
+        (n,) or, with seeds, (n, S) — ready for :func:`paired_difference`;
+        its mean is the gap :func:`personalisation_gap` reports.
+    """
+    values = np.asarray(metric, dtype=np.float64)
+    partner = np.asarray(partner, dtype=np.int64)
+    rows = np.arange(values.shape[-1])
+    gaps = values[..., rows, partner] - values[..., rows, rows]  # (n,) or (S, n)
+    gaps = gaps if lower_is_closer else -gaps
+    return gaps.T if gaps.ndim == 2 else gaps
 
 
 # --------------------------------------------------------- paired differences

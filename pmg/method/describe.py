@@ -73,7 +73,7 @@ def select_users(splits: pd.DataFrame, max_users: int | None) -> list[str]:
 def select_users_by_split(
     splits: pd.DataFrame, max_users: int | None, *, max_test_users: int | None = None
 ) -> list[str]:
-    """The users a run describes under the evaluation protocol: test users first, then train and validation.
+    """The users a run describes under the evaluation protocol: test users first, then the others.
 
     :func:`select_users` takes the first users by id, whatever their split,
     so a capped run (the mini demo describes 40 users per scenario) could
@@ -99,8 +99,8 @@ def select_users_by_split(
             other than `max_users`.
 
     Returns:
-        User ids in the table's order restricted to the chosen ones
-        (sorted by natural id order), so adding budget only adds users.
+        The chosen user ids, in natural id order. A larger budget only adds
+        users (each part's first users by id stay chosen).
     """
     ids = {name: sorted(splits.loc[splits["split"] == name, "user_id"].astype(str), key=natural_key)
            for name in ("test", "validation", "train")}

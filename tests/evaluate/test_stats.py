@@ -14,6 +14,7 @@ from pmg.evaluate.stats import (
     paired_arrays,
     paired_difference,
     personalisation_gap,
+    user_gaps,
 )
 
 # ---------------------------------------------------------------- derangement
@@ -121,6 +122,18 @@ def test_gap_orientation_for_similarities_and_seed_averaging() -> None:
     assert personalisation_gap(distances.mean(axis=0), partner, seed=1) == by_distance
     # A similarity read as a distance would say "anti-personalised".
     assert personalisation_gap(ssim_like, partner, seed=1).gap < 0
+
+
+def test_user_gaps_average_to_the_gap_and_compare_variants_paired() -> None:
+    n, partner = 30, derangement(30, 1)
+    none = _matrix(n, 0.0, seed=8, seeds=3)
+    variant = none - 0.03 * np.eye(n)  # same outputs, each 0.03 closer to its own history
+    gaps = user_gaps(variant, partner)
+    assert gaps.shape == (n, 3)
+    assert gaps.mean() == pytest.approx(personalisation_gap(variant, partner).gap)
+    assert user_gaps(1 - variant, partner, lower_is_closer=False) == pytest.approx(gaps)
+    difference = paired_difference(gaps, user_gaps(none, partner), seed=0)
+    assert difference.mean == pytest.approx(0.03) and difference.low == pytest.approx(0.03)
 
 
 def test_gap_is_deterministic_and_rejects_bad_input() -> None:
