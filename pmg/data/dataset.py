@@ -13,10 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pandas as pd
+from pydantic import Field, model_validator
 
 from pmg import schemas
-from pmg.config import UserSplitConfig
 from pmg.errors import DataError
+from pmg.frozen import Section
 
 
 def empty_conversations() -> pd.DataFrame:
@@ -44,6 +45,36 @@ class ScenarioData:
     conversations: pd.DataFrame = field(default_factory=empty_conversations)
     ground_truth: pd.DataFrame | None = None
     skipped: Counter[str] = field(default_factory=Counter)
+
+
+class UserSplitConfig(Section):
+    """How users are split once into train / validation / test (evaluation protocol).
+
+    A user's split is a function of (scenario, user id) alone — a hash, see
+    `pmg.data.dataset.user_split_of` — so it never changes when users are
+    added or removed and every stage agrees on it. Adapters train on
+    `train` users, pick checkpoints on `validation` users, and every
+    reported figure comes from `test` users; the mini zoo never trains on
+    test users' target items (`pmg.zoo.pairs`).
+
+    Attributes:
+        validation: expected share of users in `validation`.
+        test: expected share of users in `test`.
+        min_users: `prepare` fails when `train` or `test` (or `validation`,
+            when its share is above 0) ends up with fewer users than this.
+    """
+
+    validation: float = Field(default=0.15, ge=0, lt=1)
+    test: float = Field(default=0.25, gt=0, lt=1)
+    min_users: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _train_left(self) -> UserSplitConfig:
+        if self.validation + self.test >= 1:
+            raise ValueError(
+                f"validation + test must leave a share for train, got {self.validation} + {self.test} >= 1"
+            )
+        return self
 
 
 def make_splits(

@@ -336,6 +336,15 @@ class CachedLLM:
         return [answers[key] for key in keys]
 
 
+def ask_llm(llm: Any, prompts: list[str], *, max_new_tokens: int, template_version: str) -> list[str]:
+    """One answer per prompt from `llm`, passing the template version on when it is a `CachedLLM`."""
+    if not prompts:
+        return []
+    if isinstance(llm, CachedLLM):
+        return llm.generate(prompts, max_new_tokens=max_new_tokens, template_version=template_version)
+    return llm.generate(prompts, max_new_tokens=max_new_tokens)
+
+
 def count_tokens(llm: Any, prompt: str) -> int:
     """Tokens of `prompt` as `llm` will see it (chat template included).
 

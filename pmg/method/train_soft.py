@@ -51,6 +51,7 @@ from pmg.method.soft import (
     behaviour_prompts,
     keyword_string,
 )
+from pmg.text import natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,6 @@ def build_examples(
     Raises:
         DataError: a named user has no split, no history lines or no keywords.
     """
-    from pmg.method.describe import natural_key
-
     splits = prepared.splits.set_index("user_id")
     keyword_rows = keywords.set_index(keywords["user_id"].astype(str))
     if users is None:

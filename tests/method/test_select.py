@@ -17,8 +17,8 @@ from pmg.io import validate
 from pmg.method.select import (
     chosen_candidates,
     cosines,
-    run_select,
     score_candidates,
+    select_candidates,
     select_best,
     selection_score,
 )
@@ -180,10 +180,12 @@ def _candidates(folder: Path) -> pd.DataFrame:
     return validate(pd.DataFrame(rows), Candidates, "candidates")
 
 
-def test_run_select_scores_every_candidate_and_chooses_one_per_pair(scorer, tmp_path: Path) -> None:
+def test_select_stage_scores_every_candidate_and_chooses_one_per_pair(scorer, tmp_path: Path) -> None:
+    from pmg.stages.select import select_in
+
     candidates = _candidates(tmp_path)
     params = load_params(ROOT / "params.yaml")
-    scores = run_select(params, "clothing", candidates, scorer=scorer, candidates_dir=tmp_path)
+    scores, report = select_in(tmp_path, params.select, "clothing", candidates, scorer=scorer)
     assert len(scores) == 8 and list(scores.columns) == [
         "user_id", "scenario", "target_item", "candidate", "w_p", "w_t", "d_p", "d_t", "z", "floored", "chosen"
     ]
@@ -197,13 +199,21 @@ def test_run_select_scores_every_candidate_and_chooses_one_per_pair(scorer, tmp_
     assert np.allclose(u1["z"], alone["z"], atol=1e-5)
     chosen = chosen_candidates(scores, candidates)
     assert len(chosen) == 2 and {"image_path", "z"} <= set(chosen.columns)
-    assert scores.attrs["report"]["pairs"] == 2 and scores.attrs["report"]["candidates"] == 8
+    assert report.pairs == 2 and report.candidates == 8 and report.alpha == 0.5
 
 
-def test_run_select_of_nothing_is_an_empty_valid_table(scorer, tmp_path: Path) -> None:
+def test_select_of_nothing_is_an_empty_valid_table(scorer, tmp_path: Path) -> None:
     empty = validate(_candidates(tmp_path).iloc[0:0], Candidates, "candidates")
-    scores = run_select(load_params(ROOT / "params.yaml"), "clothing", empty, scorer=scorer, candidates_dir=tmp_path)
-    assert scores.empty and scores.attrs["report"]["pairs"] == 0
+    scores, report = select_candidates(SelectConfig(), "clothing", empty, [], scorer=scorer)
+    assert scores.empty and report.pairs == 0
+    # An empty selection reports only its counts (the metrics file of an empty scenario).
+    assert report.as_dict() == {"scenario": "clothing", "pairs": 0, "candidates": 0, "floored": 0}
+
+
+def test_select_refuses_images_that_do_not_match_the_candidates(scorer, tmp_path: Path) -> None:
+    candidates = _candidates(tmp_path)
+    with pytest.raises(ValueError, match="7 images for 8 candidates"):
+        select_candidates(SelectConfig(), "clothing", candidates, _images(7), scorer=scorer)
 
 
 # ---------------------------------------------------------------------- schema
@@ -251,11 +261,12 @@ def test_select_config_bounds() -> None:
 
 
 def test_generate_then_select_end_to_end(scorer, tmp_path: Path) -> None:
-    """The `Candidates` folder `run_generate` writes is what `run_select` reads."""
+    """The `Candidates` folder the generate stage writes is what the select stage reads."""
     import json
 
-    from pmg.method.generate import run_generate
     from pmg.models.generator import ImageGenerator
+    from pmg.stages.generate import generate_into
+    from pmg.stages.select import select_in
     from pmg.models.tiny import build_tiny_sd_pipeline
 
     params = load_params(
@@ -274,16 +285,17 @@ def test_generate_then_select_end_to_end(scorer, tmp_path: Path) -> None:
         {"item_id": ["g5"], "scenario": "clothing", "title": ["green trousers"], "text": "", "attributes": "{}",
          "image_path": None}
     )
-    candidates = run_generate(
-        params, "clothing", pd.DataFrame([row]), {"u1": "liked red wool"},
-        generator=ImageGenerator(build_tiny_sd_pipeline(seed=0)), soft_model=None, items=items,
+    folder = tmp_path / "generate" / "clothing"
+    candidates, _ = generate_into(
+        folder, params.generate, "clothing", pd.DataFrame([row]), {"u1": "liked red wool"}, items,
+        generator=ImageGenerator(build_tiny_sd_pipeline(seed=0)), soft_model=None, seed=params.base.seed,
     )
-    scores = run_select(params, "clothing", candidates, scorer=scorer, candidates_dir=tmp_path / "generate" / "clothing")
+    scores, _ = select_in(folder, params.select, "clothing", candidates, scorer=scorer)
     assert len(scores) == 5 and scores["chosen"].sum() == 1
     assert scores[["w_p", "w_t"]].values.tolist() == [[0, 4], [1, 3], [2, 2], [3, 1], [4, 0]]
 
 
-# ------------------------------------------- run_select with known embeddings
+# -------------------------------------- select_candidates with known embeddings
 
 
 # Candidate images are solid colours; the stub scorer maps each colour and each
@@ -311,24 +323,23 @@ class StubScorer:
         return torch.tensor([STUB_TEXTS[t] for t in texts])
 
 
-def _stub_candidates(folder: Path) -> pd.DataFrame:
-    """Pair u1: four candidates (colours above); pair u2: the first two, another target text."""
-    rows = []
+def _stub_candidates() -> tuple[pd.DataFrame, list[Image.Image]]:
+    """Pair u1: four candidates (colours above); pair u2: the first three, another target text."""
+    rows, images = [], []
     for user, target_text, colours in (
         ("u1", "green trousers", list(STUB_IMAGES)),
         ("u2", "blue coat", list(STUB_IMAGES)[:3]),
     ):
         for k, colour in enumerate(colours):
             path = f"{user}/cand_{k}.png"
-            (folder / path).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (8, 8), colour).save(folder / path)
+            images.append(Image.new("RGB", (8, 8), colour))
             rows.append(
                 {"user_id": user, "scenario": "clothing", "target_item": "g5", "candidate": k,
                  "w_p": 2.0, "w_t": 2.0, "seed": k, "mode": "weighted_embeddings", "variant": "keywords",
                  "preference_text": "red wool", "target_text": target_text, "keyword_fallback": "",
                  "image_path": path}
             )
-    return validate(pd.DataFrame(rows), Candidates, "candidates")
+    return validate(pd.DataFrame(rows), Candidates, "candidates"), images
 
 
 def _cos(a: list[float], b: list[float]) -> float:
@@ -340,11 +351,10 @@ def _chosen(scores: pd.DataFrame) -> dict[str, int]:
     return scores[scores["chosen"]].set_index("user_id")["candidate"].to_dict()
 
 
-def test_run_select_d_p_is_the_preference_cosine_and_d_t_the_target_cosine(tmp_path: Path) -> None:
-    candidates = _stub_candidates(tmp_path)
-    params = load_params(ROOT / "params.yaml", overrides={"select.alpha": 0.5})
+def test_select_candidates_d_p_is_the_preference_cosine_and_d_t_the_target_cosine() -> None:
+    candidates, images = _stub_candidates()
     scorer = StubScorer()
-    scores = run_select(params, "clothing", candidates, scorer=scorer, candidates_dir=tmp_path)
+    scores, _ = select_candidates(SelectConfig(alpha=0.5), "clothing", candidates, images, scorer=scorer)
     # Each distinct keyword string is embedded once.
     assert sorted(scorer.texts) == ["blue coat", "green trousers", "red wool"]
     for row in scores.itertuples():
@@ -372,15 +382,15 @@ def test_run_select_d_p_is_the_preference_cosine_and_d_t_the_target_cosine(tmp_p
         (0.0, {"u1": 3, "u2": 2}),  # best target similarity, whatever the preference cosine
     ],
 )
-def test_select_alpha_changes_z_and_the_choice(tmp_path: Path, alpha: float, chosen: dict[str, int]) -> None:
-    candidates = _stub_candidates(tmp_path)
+def test_select_alpha_changes_z_and_the_choice(alpha: float, chosen: dict[str, int]) -> None:
+    candidates, images = _stub_candidates()
     params = load_params(ROOT / "params.yaml", overrides={"select.alpha": alpha})
-    scores = run_select(params, "clothing", candidates, scorer=StubScorer(), candidates_dir=tmp_path)
+    scores, report = select_candidates(params.select, "clothing", candidates, images, scorer=StubScorer())
     d_p, d_t = scores["d_p"].to_numpy(), scores["d_t"].to_numpy()
     expected = alpha * np.log(np.clip(d_p, EPS, 1)) + (1 - alpha) * np.log(np.clip(d_t, EPS, 1))
     assert np.allclose(scores["z"], expected, atol=1e-9)
     assert _chosen(scores) == chosen
-    assert scores.attrs["report"]["alpha"] == alpha
+    assert report.alpha == alpha
     if alpha == 0.0:
         # z = log d_t: the choice is the highest target cosine, and the negative
         # preference cosine of u1's candidate 3 is not a floored term.
@@ -389,18 +399,19 @@ def test_select_alpha_changes_z_and_the_choice(tmp_path: Path, alpha: float, cho
         assert np.allclose(scores["z"], np.log(scores["d_t"])) and not scores["floored"].any()
 
 
-def test_run_select_alpha_argument_overrides_the_config_and_none_keeps_best_target(tmp_path: Path) -> None:
+def test_select_candidates_alpha_argument_overrides_the_config_and_none_keeps_best_target() -> None:
     from pmg.method.select import variant_alpha
 
-    candidates = _stub_candidates(tmp_path)
-    params = load_params(ROOT / "params.yaml", overrides={"select.alpha": 0.9})
-    assert variant_alpha("none", params.select.alpha) == 0.0
-    assert variant_alpha("soft+keywords", params.select.alpha) == 0.9
-    by_config = run_select(params, "clothing", candidates, scorer=StubScorer(), candidates_dir=tmp_path)
-    for_none = run_select(params, "clothing", candidates, scorer=StubScorer(), candidates_dir=tmp_path,
-                          alpha=variant_alpha("none", params.select.alpha))
+    candidates, images = _stub_candidates()
+    cfg = SelectConfig(alpha=0.9)
+    assert variant_alpha("none", cfg.alpha) == 0.0
+    assert variant_alpha("soft+keywords", cfg.alpha) == 0.9
+    by_config, _ = select_candidates(cfg, "clothing", candidates, images, scorer=StubScorer())
+    for_none, report = select_candidates(
+        cfg, "clothing", candidates, images, scorer=StubScorer(), alpha=variant_alpha("none", cfg.alpha)
+    )
     assert _chosen(by_config) == {"u1": 0, "u2": 0} and _chosen(for_none) == {"u1": 3, "u2": 2}
-    assert for_none.attrs["report"]["alpha"] == 0.0
+    assert report.alpha == 0.0
 
 
 def test_a_term_with_zero_weight_is_not_floored() -> None:

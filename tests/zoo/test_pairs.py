@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pmg.data.store import report_frame, staging_folder, write_scenario
+from pmg.data.store import report_frame, write_scenario
 from pmg.errors import DataError
+from pmg.io import output_folder
 from pmg.zoo.pairs import _heldout, heldout_summary, load_pairs
 
 ITEMS = [f"i{n:02d}" for n in range(1, 21)]
@@ -23,9 +24,8 @@ USERS = [
 ]
 
 
-def _prepared(root: Path) -> Path:
+def _prepared(root: Path) -> dict[str, Path]:
     final = root / "clothing"
-    staging = staging_folder(final)
     items = pd.DataFrame(
         {
             "item_id": ITEMS,
@@ -43,13 +43,14 @@ def _prepared(root: Path) -> Path:
             for u, split, h, t, s in USERS
         ]
     )
-    write_scenario(
-        staging, final, items=items,
-        interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
-        conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
-        splits=splits, report=report_frame("clothing", Counter({"users": 4}), Counter()), ground_truth=None,
-    )
-    return root
+    with output_folder(final) as staging:
+        write_scenario(
+            staging, items=items,
+            interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
+            conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
+            splits=splits, report=report_frame("clothing", Counter({"users": 4}), Counter()), ground_truth=None,
+        )
+    return {"clothing": final}
 
 
 def _heldout_items(pairs: pd.DataFrame) -> set[str]:
@@ -57,7 +58,7 @@ def _heldout_items(pairs: pd.DataFrame) -> set[str]:
 
 
 def test_test_users_targets_and_history_are_held_out(tmp_path: Path) -> None:
-    pairs = load_pairs(_prepared(tmp_path), ["clothing"], heldout_fraction=1e-12, min_train_share=0.5)
+    pairs = load_pairs(_prepared(tmp_path), heldout_fraction=1e-12, min_train_share=0.5)
     # No item falls in the (tiny) hash share: exactly the test users' items are held out.
     assert not any(_heldout("clothing", i, 1e-12) for i in ITEMS)
     assert _heldout_items(pairs) == {"i01", "i02", "i03", "i05", "i06"}
@@ -78,17 +79,17 @@ def test_test_users_targets_and_history_are_held_out(tmp_path: Path) -> None:
 
 def test_history_stays_in_training_when_holding_it_out_leaves_too_little(tmp_path: Path) -> None:
     # Holding out history would leave 15 of 20 images (75%) < 90%: targets only.
-    pairs = load_pairs(_prepared(tmp_path), ["clothing"], heldout_fraction=1e-12, min_train_share=0.9)
+    pairs = load_pairs(_prepared(tmp_path), heldout_fraction=1e-12, min_train_share=0.9)
     assert _heldout_items(pairs) == {"i03", "i06"}
     summary = heldout_summary(pairs)["clothing"]
     assert summary["history_heldout"] is False and summary["test_history_in_training"] == 3
     # At exactly the threshold (15 / 20 = 0.75) history is still held out.
-    pairs = load_pairs(tmp_path, ["clothing"], heldout_fraction=1e-12, min_train_share=0.75)
+    pairs = load_pairs({"clothing": tmp_path / "clothing"}, heldout_fraction=1e-12, min_train_share=0.75)
     assert heldout_summary(pairs)["clothing"]["history_heldout"] is True
 
 
 def test_the_hash_share_is_held_out_on_top(tmp_path: Path) -> None:
-    pairs = load_pairs(_prepared(tmp_path), ["clothing"], heldout_fraction=0.3, min_train_share=0.1)
+    pairs = load_pairs(_prepared(tmp_path), heldout_fraction=0.3, min_train_share=0.1)
     hashed = {i for i in ITEMS if _heldout("clothing", i, 0.3)}
     assert hashed and hashed - {"i01", "i02", "i03", "i05", "i06"}  # the hash adds items of its own
     assert _heldout_items(pairs) == hashed | {"i01", "i02", "i03", "i05", "i06"}
@@ -97,4 +98,4 @@ def test_the_hash_share_is_held_out_on_top(tmp_path: Path) -> None:
 
 def test_nothing_left_to_train_on_is_an_error_naming_the_scenario(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="scenario 'clothing'.*nothing is left to train on"):
-        load_pairs(_prepared(tmp_path), ["clothing"], heldout_fraction=0.999999)
+        load_pairs(_prepared(tmp_path), heldout_fraction=0.999999)
