@@ -544,7 +544,8 @@ class GenerateConfig(Section):
             trained soft preference model).
         use_keywords: condition on the preference keywords (`E_k`, or the
             repeated keywords). Both off = no personalisation: the target
-            keywords alone, one candidate.
+            keywords alone, still one candidate per weight pair (its own
+            seed; the same budget as the personalised variants).
         shared_noise: every candidate of a pair starts from the same noise
             (a controlled comparison of the weights, as in the paper's case
             study); off, each candidate has its own seed.

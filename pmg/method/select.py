@@ -46,6 +46,10 @@ candidates, and the rule that keeps one is stated per variant
 target similarity** — the same CLIP and the same budget, but nothing pulls
 its choice towards the preference keywords (there are none to pull
 towards). `alpha = 0` is a valid setting of `select.alpha` as well.
+:func:`select_candidates` applies the rule of its candidates' `variant`
+unless told an `alpha`, so the main `select` stage, every ablation run and
+`pmg personalize` select the same way; the equal budget itself comes from
+`pmg.method.generate.plan_candidates`.
 
 Texts and images are embedded in batches: all candidate images of a
 scenario in one `embed_images` call, each distinct keyword string once. The
@@ -241,18 +245,28 @@ def select_candidates(
         images: the candidate images, one per row of `candidates` of this
             scenario, in row order (RGB).
         scorer: the loaded `Scorer`.
-        alpha: the weight of the preference score; None = `select.alpha`.
-            The evaluation passes :func:`variant_alpha` of the variant
-            (0 for `none`: the best target similarity).
+        alpha: the weight of the preference score; None = the rule of the
+            candidates' variant, :func:`variant_alpha` (0 for `none`: the
+            best target similarity; `select.alpha` for the others).
 
     Returns:
         The validated `Scores` table and its report (pairs, floored rows,
-        the chosen weights).
+        the chosen weights, the alpha used).
+
+    Raises:
+        ValueError: `alpha` is None and the candidates mix variants (one
+            rule per call), or the images do not match the candidates.
     """
-    alpha = cfg.alpha if alpha is None else alpha
     candidates = validate(candidates, Candidates, f"select input (candidates[{scenario}])")
     mine = (candidates["scenario"] == scenario).to_numpy()
     candidates = candidates[mine].reset_index(drop=True)
+    if alpha is None and not candidates.empty:
+        variants = sorted(candidates["variant"].unique())
+        if len(variants) > 1:
+            raise ValueError(
+                f"candidates of {scenario!r} mix variants {variants}: select each apart (one rule per variant)"
+            )
+        alpha = variant_alpha(variants[0], cfg.alpha)
     if candidates.empty:
         frame = validate(pd.DataFrame(columns=COLUMNS), Scores, f"scores[{scenario}]")
         return frame, SelectReport(scenario=scenario, pairs=0, candidates=0, floored=0)

@@ -420,3 +420,16 @@ def test_a_term_with_zero_weight_is_not_floored() -> None:
     z, floored = selection_score([-0.2, 0.3], [0.5, -0.1], 1.0)
     assert floored.tolist() == [True, False] and z[1] == pytest.approx(math.log(0.3))
     assert selection_score([-0.2], [-0.1], 0.5)[1].tolist() == [True]
+
+
+def test_select_candidates_applies_the_rule_of_the_candidates_variant() -> None:
+    candidates, images = _stub_candidates()
+    cfg = SelectConfig(alpha=0.9)
+    # Personalised candidates: select.alpha (0.9); the same images as `none`: the best target similarity.
+    personalised, report = select_candidates(cfg, "clothing", candidates, images, scorer=StubScorer())
+    assert report.alpha == 0.9 and _chosen(personalised) == {"u1": 0, "u2": 0}
+    none, report = select_candidates(cfg, "clothing", candidates.assign(variant="none"), images, scorer=StubScorer())
+    assert report.alpha == 0.0 and _chosen(none) == {"u1": 3, "u2": 2}
+    mixed = candidates.assign(variant=["none"] * 4 + ["keywords"] * 3)
+    with pytest.raises(ValueError, match=r"mix variants \['keywords', 'none'\]"):
+        select_candidates(cfg, "clothing", mixed, images, scorer=StubScorer())
