@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from pmg.data.dataset import UserSplitConfig
 from pmg.errors import ConfigError
 from pmg.frozen import Section
 from pmg.scenarios import ScenarioSection, all_scenarios, names as scenario_names
@@ -193,12 +194,14 @@ class PrepareConfig(Section):
     Attributes:
         out: output folder; one sub-folder per scenario.
         image_size: side in pixels of rendered item images (square, RGB).
+        user_split: shares of the train / validation / test users.
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
     out: str = "data/prepared"
     image_size: int = Field(default=128, ge=16)
+    user_split: UserSplitConfig = UserSplitConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -721,7 +724,8 @@ class GenerateConfig(Section):
             trained soft preference model).
         use_keywords: condition on the preference keywords (`E_k`, or the
             repeated keywords). Both off = no personalisation: the target
-            keywords alone, one candidate.
+            keywords alone, still one candidate per weight pair (its own
+            seed; the same budget as the personalised variants).
         shared_noise: every candidate of a pair starts from the same noise
             (a controlled comparison of the weights, as in the paper's case
             study); off, each candidate has its own seed.
@@ -777,7 +781,9 @@ class SelectConfig(Section):
     Attributes:
         out: output folder; one `<scenario>.parquet` Scores table each.
         alpha: weight of the preference score (paper: 0.5; the authors'
-            demo weights preference 2:1, i.e. 2/3).
+            demo weights preference 2:1, i.e. 2/3). 0 is the rule "best
+            target similarity" (`z = log d_t`), the one the
+            non-personalised variant `none` selects with.
         min_cosine: cosines below this floor (zero or negative ones
             included) are raised to it before the log (see
             `pmg.method.select`).

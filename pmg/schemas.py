@@ -29,6 +29,8 @@ from pandera.typing import Series
 
 SCENARIO_NAME = r"^[a-z][a-z0-9_]*$"
 """What a scenario's name looks like (`clothing`, `movies`, `emoji`, ...)."""
+USER_SPLITS = ("train", "validation", "test")
+"""The parts of the user split (`Splits.split`; `pmg.data.dataset.user_split_of`)."""
 
 
 def _is_json_object(text: str) -> bool:
@@ -104,7 +106,10 @@ class Splits(pa.DataFrameModel):
     `target_item` is the item generated for the user and evaluated;
     `supervision_item` is the last item of the user's sequence, whose image
     supervises the training of the soft preference embeddings. The three never
-    overlap for one user.
+    overlap for one user. `split` is the user's part of the evaluation
+    protocol (`train`, `validation` or `test`; `pmg.data.dataset.user_split_of`):
+    adapters train on `train`, pick checkpoints on `validation`, figures are
+    reported on `test`.
     """
 
     user_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
@@ -112,6 +117,7 @@ class Splits(pa.DataFrameModel):
     history_items: Series[str]
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
     supervision_item: Series[str] = pa.Field(str_length={"min_value": 1})
+    split: Series[str] = pa.Field(isin=USER_SPLITS)
 
     @pa.check("history_items", element_wise=True, name="nonempty_json_list_of_ids")
     def _history_is_json_list(cls, value: str) -> bool:  # noqa: N805
@@ -326,7 +332,7 @@ class Scores(pa.DataFrameModel):
     candidate image's CLIP embedding to the preference and target keyword
     strings; `z = alpha·log d_p + (1 - alpha)·log d_t` with cosines below
     `select.min_cosine` floored first (`floored` marks the rows where that
-    happened). Exactly one row per (user, scenario, target) is `chosen`: the
+    happened to a term that counts: alpha above 0 for `d_p`, below 1 for `d_t`). Exactly one row per (user, scenario, target) is `chosen`: the
     highest `z`, the lower candidate index on a tie.
     """
 

@@ -33,6 +33,7 @@ def _splits() -> pd.DataFrame:
             "history_items": [json.dumps(["1", "2", "3"])],
             "target_item": ["4"],
             "supervision_item": ["5"],
+            "split": ["test"],
         }
     )
 
@@ -81,6 +82,8 @@ def test_bad_items_are_rejected(mutate, column) -> None:
         lambda f: f.assign(target_item=["5"]),  # target == supervision
         lambda f: f.assign(target_item=["2"]),  # target in history
         lambda f: f.assign(supervision_item=["1"]),  # supervision in history
+        lambda f: f.assign(split=["holdout"]),  # not train / validation / test
+        lambda f: f.drop(columns="split"),  # a table from before the user split
     ],
 )
 def test_bad_splits_are_rejected(mutate) -> None:

@@ -25,7 +25,10 @@ first `evaluate.ablation_max_users` users (natural id order) that have
 keywords, behaviour lines and a catalogued target (:func:`ablation_pairs`) —
 and candidate `k` of a pair has the same seed in every variant
 (`pmg.method.generate.candidate_seed` does not depend on the variant), so
-differences are the conditioning's.
+differences are the conditioning's. Budgets are equal (issue 11): `none`
+generates the same K candidates as the others (the target alone, K seeds)
+and keeps the one with the best target similarity, the personalised
+variants keep the best `z` (`pmg.method.select.variant_alpha`).
 
 Variants that would generate identical images (`L0` and `keywords`; `L4` and
 `soft+keywords` when `num_tokens` is 4) share one run: a *generation key*

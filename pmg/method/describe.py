@@ -90,6 +90,58 @@ def select_users(splits: pd.DataFrame, max_users: int | None) -> list[str]:
     return users if max_users is None else users[:max_users]
 
 
+def select_users_by_split(
+    splits: pd.DataFrame, max_users: int | None, *, max_test_users: int | None = None
+) -> list[str]:
+    """The users a run describes under the evaluation protocol: test users first, then the others.
+
+    :func:`select_users` takes the first users by id, whatever their split,
+    so a capped run (the mini demo describes 40 users per scenario) could
+    have no test user to report on, or no train user to learn from. This
+    takes, within the budget of `max_users`:
+
+    1. the test users, first by id (natural order), at most `max_test_users`
+       of them (None: as many as the budget allows);
+    2. the remaining budget split between validation and train users in
+       proportion to their numbers (rounded, at least one validation user
+       when the budget has room for two and validation users exist), each
+       first by id; a part that runs out of users leaves its share to the
+       other.
+
+    With `max_users` None every user is described. The split column is the
+    one `prepare` wrote (`schemas.Splits.split`), so the choice is the same
+    in every stage and run.
+
+    Args:
+        splits: a `Splits` table (with the `split` column).
+        max_users: users described in all; None = all.
+        max_test_users: cap on the test users among them; None = no cap
+            other than `max_users`.
+
+    Returns:
+        The chosen user ids, in natural id order. A larger budget only adds
+        users (each part's first users by id stay chosen).
+    """
+    ids = {name: sorted(splits.loc[splits["split"] == name, "user_id"].astype(str), key=natural_key)
+           for name in ("test", "validation", "train")}
+    if max_users is None and max_test_users is None:
+        chosen = [u for part in ids.values() for u in part]
+    else:
+        budget = len(splits) if max_users is None else max_users
+        test = ids["test"][: min(budget, len(ids["test"]) if max_test_users is None else max_test_users)]
+        rest = budget - len(test)
+        val_pool, train_pool = ids["validation"], ids["train"]
+        pool = len(val_pool) + len(train_pool)
+        n_val = round(rest * len(val_pool) / pool) if pool else 0
+        if val_pool and rest >= 2:
+            n_val = max(n_val, 1)
+        n_val = min(n_val, len(val_pool))
+        n_train = min(rest - n_val, len(train_pool))
+        n_val = min(rest - n_train, len(val_pool))  # train ran out: validation takes the rest
+        chosen = test + val_pool[:n_val] + train_pool[:n_train]
+    return sorted(chosen, key=natural_key)
+
+
 def cut(text: str, limit: int) -> str:
     """`text` on one line, cut at a word boundary to at most `limit` characters."""
     text = " ".join(str(text).split())

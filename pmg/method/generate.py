@@ -293,17 +293,23 @@ def plan_candidates(
 ) -> list[PlannedCandidate]:
     """The candidates of a pair: index, recorded weights and seed, without duplicates.
 
-    A candidate whose condition would equal an earlier candidate's is left
-    out (e.g. every candidate but one without personalisation); candidate
-    indices keep their position in `weights` / `repeats`.
+    A candidate whose condition *and seed* would equal an earlier
+    candidate's is left out (it would be the same image); candidate indices
+    keep their position in `weights` / `repeats`. Equal budgets (issue 11):
+    without personalisation every weight pair has the same condition (the
+    target alone), but candidate `k` still has its own seed — the seed of
+    candidate `k` of every other variant — so `none` generates the same K
+    candidates from the same seeds as the personalised variants and keeps
+    one by its own rule (`pmg.method.select.variant_alpha`). Only with
+    `shared_noise` do they collapse to one.
 
     Args:
         cfg: the `generate` section.
         request: the pair.
         seed: the base seed.
         personalised: whether there is a preference condition at all
-            (default: `use_soft or use_keywords`); without one every weight
-            pair records `w_p = 0`.
+            (default: `use_soft or use_keywords`); without one every
+            candidate is the target alone and records `w_p:w_t = 0:1`.
     """
     if personalised is None:
         personalised = cfg.use_soft or cfg.use_keywords
@@ -316,20 +322,20 @@ def plan_candidates(
 
     if cfg.mode == "weighted_embeddings":
         for k, (w_p, w_t) in enumerate(cfg.weights):
-            w_p = float(w_p) if personalised else 0.0
-            w_t = float(w_t)
+            # Without a preference condition every candidate is the target alone (0:1).
+            w_p, w_t = (float(w_p), float(w_t)) if personalised else (0.0, 1.0)
             if w_p + w_t <= 0:
                 continue
             top = max(w_p, w_t)
-            key = (round(w_p / top, 9), round(w_t / top, 9))
+            key = (round(w_p / top, 9), round(w_t / top, 9), seed_of(k))
             if key not in seen:
                 seen.add(key)
                 planned.append(PlannedCandidate(k, w_p, w_t, seed_of(k)))
     else:
         for k, r in enumerate(cfg.repeats):
             r = int(r) if cfg.use_keywords and request.preference_keywords else 0
-            if r not in seen:
-                seen.add(r)
+            if (r, seed_of(k)) not in seen:
+                seen.add((r, seed_of(k)))
                 planned.append(PlannedCandidate(k, float(r), 1.0, seed_of(k), repeats=r))
     return planned
 

@@ -34,7 +34,22 @@ and the row is marked `floored`. Why this and not `(1 + cos)/2`:
   at most `max(alpha, 1 - alpha)·log ε`. Among candidates that all have a
   floored score, the other score still orders them, and `z` is monotone in
   each cosine throughout.
-* `alpha = 1` or `0` drops a term entirely (`0·log ε = 0`), as the formula says.
+* `alpha = 1` or `0` drops a term entirely (`0·log ε = 0`), as the formula says;
+  a dropped term's cosine is not counted as `floored`.
+
+Selection rules per variant (evaluation protocol)
+-------------------------------------------------
+Every variant, the non-personalised `none` included, gets the same K
+candidates, and the rule that keeps one is stated per variant
+(:func:`variant_alpha`): the personalised variants use `z` with
+`select.alpha`; `none` uses `alpha = 0`, i.e. `z = log d_t`, **the best
+target similarity** — the same CLIP and the same budget, but nothing pulls
+its choice towards the preference keywords (there are none to pull
+towards). `alpha = 0` is a valid setting of `select.alpha` as well.
+:func:`select_candidates` applies the rule of its candidates' `variant`
+unless told an `alpha`, so the main `select` stage, every ablation run and
+`pmg personalize` select the same way; the equal budget itself comes from
+`pmg.method.generate.plan_candidates`.
 
 Texts and images are embedded in batches: all candidate images of a
 scenario in one `embed_images` call, each distinct keyword string once. The
@@ -63,6 +78,19 @@ log = logging.getLogger(__name__)
 PAIR = ["user_id", "scenario", "target_item"]
 COLUMNS = [*PAIR, "candidate", "w_p", "w_t", "d_p", "d_t", "z", "floored", "chosen"]
 
+BEST_TARGET_SIMILARITY = 0.0
+"""`alpha` of the rule "keep the candidate closest to the target keywords" (`z = log d_t`)."""
+
+
+def variant_alpha(variant: str, alpha: float) -> float:
+    """The `alpha` a variant selects with: `none` keeps the best target similarity, the others use `alpha`.
+
+    Args:
+        variant: a personalisation variant (`schemas.PERSONALISATION_VARIANTS`).
+        alpha: `select.alpha`, the weight of the preference score.
+    """
+    return BEST_TARGET_SIMILARITY if variant == "none" else alpha
+
 
 def selection_score(
     d_p: np.ndarray | Sequence[float],
@@ -80,7 +108,8 @@ def selection_score(
         min_cosine: ε, the floor, in (0, 1).
 
     Returns:
-        z (N,) float64, and floored (N,) bool: a cosine was below ε.
+        z (N,) float64, and floored (N,) bool: a cosine whose term counts
+        (weight above 0) was below ε.
 
     Raises:
         ValueError: alpha or ε out of range, or a NaN cosine.
@@ -93,7 +122,7 @@ def selection_score(
     d_t = np.asarray(d_t, dtype=np.float64)
     if np.isnan(d_p).any() or np.isnan(d_t).any():
         raise ValueError(f"cosines must not be NaN, got d_p={d_p.tolist()}, d_t={d_t.tolist()}")
-    floored = (d_p < min_cosine) | (d_t < min_cosine)
+    floored = ((alpha > 0) & (d_p < min_cosine)) | ((alpha < 1) & (d_t < min_cosine))
     # Rounding can put a cosine a hair above 1; log stays <= 0.
     log_p = np.log(np.clip(d_p, min_cosine, 1.0))
     log_t = np.log(np.clip(d_t, min_cosine, 1.0))
@@ -174,7 +203,8 @@ class SelectReport:
         pairs: (user, target) pairs, one chosen candidate each.
         candidates: candidates scored.
         floored: rows with a cosine raised to `select.min_cosine`.
-        alpha: `select.alpha` (None when there was nothing to score).
+        alpha: the alpha it selected with (`select.alpha` unless overridden;
+            None when there was nothing to score).
         chosen_weights: `"w_p:w_t"` -> pairs whose chosen candidate has them.
         mean_chosen_d_p, mean_chosen_d_t: mean scores of the chosen candidates.
     """
@@ -203,6 +233,7 @@ def select_candidates(
     images: Sequence[Image.Image],
     *,
     scorer: Any,
+    alpha: float | None = None,
 ) -> tuple[pd.DataFrame, SelectReport]:
     """Score every candidate of one scenario and choose the best of each pair.
 
@@ -214,14 +245,28 @@ def select_candidates(
         images: the candidate images, one per row of `candidates` of this
             scenario, in row order (RGB).
         scorer: the loaded `Scorer`.
+        alpha: the weight of the preference score; None = the rule of the
+            candidates' variant, :func:`variant_alpha` (0 for `none`: the
+            best target similarity; `select.alpha` for the others).
 
     Returns:
         The validated `Scores` table and its report (pairs, floored rows,
-        the chosen weights).
+        the chosen weights, the alpha used).
+
+    Raises:
+        ValueError: `alpha` is None and the candidates mix variants (one
+            rule per call), or the images do not match the candidates.
     """
     candidates = validate(candidates, Candidates, f"select input (candidates[{scenario}])")
     mine = (candidates["scenario"] == scenario).to_numpy()
     candidates = candidates[mine].reset_index(drop=True)
+    if alpha is None and not candidates.empty:
+        variants = sorted(candidates["variant"].unique())
+        if len(variants) > 1:
+            raise ValueError(
+                f"candidates of {scenario!r} mix variants {variants}: select each apart (one rule per variant)"
+            )
+        alpha = variant_alpha(variants[0], cfg.alpha)
     if candidates.empty:
         frame = validate(pd.DataFrame(columns=COLUMNS), Scores, f"scores[{scenario}]")
         return frame, SelectReport(scenario=scenario, pairs=0, candidates=0, floored=0)
@@ -234,13 +279,13 @@ def select_candidates(
     e_p = text_embeds[[row_of[t] for t in candidates["preference_text"]]]
     e_t = text_embeds[[row_of[t] for t in candidates["target_text"]]]
     d_p, d_t = cosines(image_embeds, e_p), cosines(image_embeds, e_t)
-    z, floored = selection_score(d_p, d_t, cfg.alpha, min_cosine=cfg.min_cosine)
+    z, floored = selection_score(d_p, d_t, alpha, min_cosine=cfg.min_cosine)
     frame = candidates[[*PAIR, "candidate", "w_p", "w_t"]].assign(d_p=d_p, d_t=d_t, z=z, floored=floored)
     frame = validate(select_best(frame)[COLUMNS], Scores, f"scores[{scenario}]")
     chosen = frame[frame["chosen"]]
     report = SelectReport(
         scenario=scenario,
-        alpha=cfg.alpha,
+        alpha=alpha,
         pairs=len(chosen),
         candidates=len(frame),
         floored=int(frame["floored"].sum()),

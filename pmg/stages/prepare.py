@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pmg.config import Params, PrepareConfig
-from pmg.data.dataset import ScenarioData, make_splits
+from pmg.data.dataset import ScenarioData, check_user_splits, make_splits, split_counts
 from pmg.data.store import report_frame, write_scenario
 from pmg.errors import ConfigError, DataError
 from pmg.io import output_folder, write_json_atomic
@@ -45,13 +45,18 @@ def build_scenario(
     data = spec.load(section, LoadContext(Path(assets), Path(scenario_dir), cfg.image_size, seed))
     options = section.split_options()
     splits, user_skips = make_splits(
-        data, options["history_len"], min_rating=options["min_rating"], max_users=options["max_users"]
+        data,
+        options["history_len"],
+        min_rating=options["min_rating"],
+        max_users=options["max_users"],
+        user_split=cfg.user_split,
     )
     if splits.empty:
         raise DataError(
             scenario_dir,
             f"no user of scenario {scenario!r} has the {options['history_len'] + 2} items a split needs",
         )
+    check_user_splits(splits, scenario, cfg.user_split, where=Path(scenario_dir) / "splits.parquet")
     skipped = Counter(data.skipped)
     skipped.update({f"users_{reason}": n for reason, n in user_skips.items()})
     kept = Counter(
@@ -63,6 +68,7 @@ def build_scenario(
             "users_split": len(splits),
         }
     )
+    kept.update(split_counts(splits))
     return data, splits, report_frame(scenario, kept, skipped)
 
 

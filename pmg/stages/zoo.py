@@ -46,7 +46,7 @@ def _finish(name: str, metrics: dict, started: float, catalogue: Catalogue, fail
 
 
 def _pairs(params: Params, catalogue: Catalogue):
-    """The (image, caption) pairs of every scenario of the run, split by item hash."""
+    """The (image, caption) pairs of every scenario of the run; test users' items and a hash share held out."""
     from pmg.zoo.pairs import load_pairs
 
     return load_pairs(

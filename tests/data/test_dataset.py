@@ -69,3 +69,76 @@ def test_max_users_keeps_first_by_id() -> None:
     splits, skipped = make_splits(_data(rows), 2, max_users=2)
     assert splits["user_id"].tolist() == ["u1", "u2"]
     assert skipped == {"over_max_users": 1}
+
+
+# ------------------------------------------------------------ user splits
+
+
+def test_every_user_gets_a_stable_hash_split() -> None:
+    from collections import Counter
+
+    from pmg.config import UserSplitConfig
+    from pmg.data.dataset import user_split_of
+
+    cfg = UserSplitConfig(validation=0.15, test=0.25)
+    users = [f"c{i:04d}" for i in range(4000)]
+    splits = {u: user_split_of("clothing", u, cfg) for u in users}
+    counts = Counter(splits.values())
+    # Shares close to the configured ones (4000 users: sd of the test share ~0.007).
+    assert abs(counts["test"] / 4000 - 0.25) < 0.03 and abs(counts["validation"] / 4000 - 0.15) < 0.03
+    # A user's split depends only on (scenario, user id): the same alone as among many ...
+    assert all(user_split_of("clothing", u, cfg) == splits[u] for u in users[::97])
+    # ... and differs between scenarios for some users (the scenario is hashed too).
+    assert any(user_split_of("movies", u, cfg) != splits[u] for u in users[:200])
+    # A larger test share only moves users into test (nested thresholds).
+    wider = UserSplitConfig(validation=0.15, test=0.35)
+    assert all(user_split_of("clothing", u, wider) == "test" for u in users if splits[u] == "test")
+
+
+def test_make_splits_writes_the_split_column_and_the_counts() -> None:
+    from pmg.config import UserSplitConfig
+    from pmg.data.dataset import split_counts, user_split_of
+
+    rows = [(f"u{u}", f"m{t}", t, None) for u in range(40) for t in range(5)]
+    cfg = UserSplitConfig(validation=0.2, test=0.3)
+    splits, _ = make_splits(_data(rows), 2, user_split=cfg)
+    assert splits["split"].tolist() == [user_split_of("movies", u, cfg) for u in splits["user_id"]]
+    counts = split_counts(splits)
+    assert sum(counts.values()) == 40 and set(counts) == {"users_train", "users_validation", "users_test"}
+    assert counts["users_test"] == (splits["split"] == "test").sum() > 0
+
+
+def test_a_split_without_test_or_train_users_names_the_scenario_and_split() -> None:
+    import pytest
+
+    from pmg.config import UserSplitConfig
+    from pmg.data.dataset import check_user_splits
+    from pmg.errors import DataError
+
+    rows = [(f"u{u}", f"m{t}", t, None) for u in range(40) for t in range(5)]
+    cfg = UserSplitConfig(validation=0.2, test=0.3, min_users=2)
+    splits, _ = make_splits(_data(rows), 2, user_split=cfg)
+    check_user_splits(splits, "movies", cfg)  # every split is populated
+    with pytest.raises(DataError, match="scenario 'movies': split 'test' has 0 user"):
+        check_user_splits(splits[splits["split"] != "test"], "movies", cfg)
+    with pytest.raises(DataError, match="scenario 'movies': split 'train' has 0 user"):
+        check_user_splits(splits[splits["split"] != "train"], "movies", cfg)
+    one_test = pd.concat([splits[splits["split"] != "test"], splits[splits["split"] == "test"].head(1)])
+    with pytest.raises(DataError, match="split 'test' has 1 user.*min_users = 2"):
+        check_user_splits(one_test, "movies", cfg)
+    # Validation may be empty only when its share is 0.
+    no_validation = splits[splits["split"] != "validation"]
+    with pytest.raises(DataError, match="split 'validation' has 0"):
+        check_user_splits(no_validation, "movies", cfg)
+    check_user_splits(no_validation, "movies", UserSplitConfig(validation=0.0, test=0.3, min_users=2))
+
+
+def test_user_split_config_leaves_room_for_train() -> None:
+    import pytest
+
+    from pmg.config import UserSplitConfig
+
+    with pytest.raises(ValueError, match="leave a share for train"):
+        UserSplitConfig(validation=0.5, test=0.5)
+    with pytest.raises(ValueError):
+        UserSplitConfig(test=0.0)

@@ -484,6 +484,7 @@ def test_make_splits_on_recbole_files(tmp_path: Path) -> None:
             "history_items": json.dumps(["7", "2", "4"]),
             "target_item": "6",
             "supervision_item": "1",
+            "split": "train",  # by the hash of ("movies", "10"): pmg.data.dataset.user_split_of
         }
     ]
     assert skipped == {"too_few_interactions": 1}

@@ -80,6 +80,7 @@ def build_world(folder: Path) -> PreparedScenario:
                     "history_items": json.dumps(h),
                     "target_item": t,
                     "supervision_item": s,
+                    "split": "test",
                 }
                 for u, h, t, s, _, _ in USERS
             ]

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from eval_helpers import build_world, keywords_frame, silhouette
 
 from pmg.data.store import read_scenario, report_frame, write_scenario
@@ -97,6 +98,7 @@ def _movies(folder: Path):
                 "history_items": json.dumps(["1", "2"]),
                 "target_item": "3",
                 "supervision_item": "4",
+                "split": "test",
             }
         ]
     )
@@ -180,6 +182,7 @@ def test_emoji_mentions_of_character_and_emotion(tmp_path: Path) -> None:
                         "history_items": json.dumps(["e2"]),
                         "target_item": "e1",
                         "supervision_item": "e3",
+                        "split": "test",
                     }
                 ]
             ),
@@ -213,3 +216,63 @@ def test_no_ground_truth_gives_no_rows(tmp_path: Path) -> None:
     empty = ground_truth_hits("clothing", prepared, outputs=None)
     assert empty.empty and list(empty.columns) == list(GroundTruthHits.to_schema().columns)
     assert summarize_hits(empty) == {}
+
+
+# ---------------------------------------------------------------- subsets
+
+
+def _hit(scenario: str, variant: str, user: str, check: str, value: float | None, differs: bool | None) -> dict:
+    return {"scenario": scenario, "variant": variant, "user_id": user, "target_item": f"t-{user}", "check": check,
+            "expected": "x", "observed": "y", "value": value, "target_differs": differs}
+
+
+def test_target_subsets_split_rates_by_whether_the_target_has_the_preferred_value() -> None:
+    from types import SimpleNamespace
+
+    from pmg.evaluate.ground_truth import TARGET_HAS, TARGET_LACKS, subsets_markdown, target_subsets
+
+    rows = [
+        # clothing colour, variant none: hits where the target already has the colour, misses elsewhere.
+        _hit("clothing", "none", "c1", "colour", 1.0, False),
+        _hit("clothing", "none", "c2", "colour", 1.0, False),
+        _hit("clothing", "none", "c3", "colour", 0.0, True),
+        _hit("clothing", "none", "c4", "colour", 0.0, True),
+        _hit("clothing", "none", "c5", "colour", 1.0, True),
+        _hit("clothing", "none", "c6", "colour", 1.0, None),  # subset unknown: counts in "all" only
+        _hit("clothing", "none", "c1", "pattern", 0.0, True),
+        _hit("clothing", "none", "c1", "season", 1.0, True),  # not a subset check
+        # emoji character; emotion is not split.
+        _hit("emoji", "preference_keywords", "e1", "character", 1.0, True),
+        _hit("emoji", "preference_keywords", "e1", "emotion", 1.0, True),
+        # movies: subsets come from the genres, not from target_differs.
+        _hit("movies", "preference_keywords", "m1", "genre_precision", 0.5, None),
+        _hit("movies", "preference_keywords", "m2", "genre_precision", 1.0, None),
+        _hit("movies", "preference_keywords", "m3", "genre_precision", None, None),  # undefined precision
+    ]
+    hits = validate(pd.DataFrame(rows), GroundTruthHits, "hits")
+    movies = SimpleNamespace(
+        items=pd.DataFrame({"item_id": ["a", "b", "t-m1", "t-m2", "t-m3"],
+                            "attributes": [json.dumps({"genres": g}) for g in
+                                           (["Drama"], ["Sci-Fi"], ["Comedy"], ["Science Fiction", "War"], ["Drama"])]}),
+        splits=pd.DataFrame({"user_id": ["m1", "m2", "m3"], "target_item": ["t-m1", "t-m2", "t-m3"],
+                             "history_items": [json.dumps(["a", "b"])] * 3}),
+    )
+    table = target_subsets(hits, movies_prepared=movies)
+    got = {(r.scenario, r.variant, r.check, r.subset): (r.n, r.rate) for r in table.itertuples()}
+    assert got[("clothing", "none", "colour", "all")] == (6, pytest.approx(4 / 6, abs=1e-6))
+    assert got[("clothing", "none", "colour", TARGET_HAS)] == (2, 1.0)
+    assert got[("clothing", "none", "colour", TARGET_LACKS)] == (3, pytest.approx(1 / 3, abs=1e-6))
+    n, rate = got[("clothing", "none", "pattern", TARGET_HAS)]
+    assert n == 0 and pd.isna(rate)
+    assert got[("emoji", "preference_keywords", "character", TARGET_LACKS)] == (1, 1.0)
+    # m2's target is sci fi, a genre of the history (via "Sci-Fi" = "Science Fiction"); m1's comedy is not;
+    # m3's target shares drama but its precision is undefined.
+    assert got[("movies", "preference_keywords", "genre_precision", TARGET_HAS)] == (1, 1.0)
+    assert got[("movies", "preference_keywords", "genre_precision", TARGET_LACKS)] == (1, 0.5)
+    assert {c for (_, _, c, _) in got} == {"colour", "pattern", "character", "genre_precision"}
+    assert table["scenario"].drop_duplicates().tolist() == ["clothing", "movies", "emoji"]
+    markdown = subsets_markdown(table)
+    assert "| clothing | colour | none | 0.667 (n=6) | 1.000 (n=2) | 0.333 (n=3) |" in markdown
+    assert "| clothing | pattern | none | 0.000 (n=1) | — | 0.000 (n=1) |" in markdown
+    with pytest.raises(ValueError, match="movies_prepared"):
+        target_subsets(hits)

@@ -111,6 +111,10 @@ def tiny(in_tmp: Path) -> Any:
             "prepare.clothing.n_users": 12,
             "prepare.emoji.n_users": 10,
             "prepare.movies.max_users": 20,
+            # A few users per scenario: shares that leave every split at least one of them.
+            "prepare.user_split.validation": 0.2,
+            "prepare.user_split.test": 0.3,
+            "prepare.user_split.min_users": 1,
             **extra,
         }
 

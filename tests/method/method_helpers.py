@@ -135,6 +135,7 @@ def build_prepared(folder: Path, *, long_text_item: str | None = "g4") -> Prepar
                     "history_items": json.dumps(["g1", "g2", "g3", "g4"]),
                     "target_item": "g5",
                     "supervision_item": "g6",
+                    "split": "test",
                 },
                 {
                     "user_id": "u2",
@@ -142,6 +143,7 @@ def build_prepared(folder: Path, *, long_text_item: str | None = "g4") -> Prepar
                     "history_items": json.dumps(["g5", "g6", "g1"]),
                     "target_item": "g2",
                     "supervision_item": "g7",
+                    "split": "train",
                 },
                 {
                     "user_id": "u10",
@@ -149,6 +151,7 @@ def build_prepared(folder: Path, *, long_text_item: str | None = "g4") -> Prepar
                     "history_items": json.dumps(["g7", "g8"]),
                     "target_item": "g1",
                     "supervision_item": "g2",
+                    "split": "train",
                 },
                 {
                     "user_id": "u3",
@@ -156,6 +159,7 @@ def build_prepared(folder: Path, *, long_text_item: str | None = "g4") -> Prepar
                     "history_items": json.dumps(["g8", "g2", "g1"]),
                     "target_item": "g3",
                     "supervision_item": "g4",
+                    "split": "validation",
                 },
             ]
         )

@@ -192,3 +192,39 @@ def test_a_damaged_prepared_image_is_a_data_error_naming_it(
     with pytest.raises(DataError) as err:
         describe(prepared, ["u1"], llm=None, captioner=ColourCaptioner(), cfg=describe_cfg)
     assert str(damaged) in str(err.value) and "pmg prepare" in str(err.value)
+
+
+# ------------------------------------------------ which users a run describes
+
+
+def _split_table(counts: dict[str, int]) -> pd.DataFrame:
+    rows = []
+    for split, n in counts.items():
+        prefix = {"train": "r", "validation": "v", "test": "t"}[split]
+        rows += [{"user_id": f"{prefix}{i}", "split": split} for i in range(1, n + 1)]
+    return pd.DataFrame(rows)
+
+
+def test_select_users_by_split_takes_test_users_first_then_train_and_validation() -> None:
+    from pmg.method.describe import select_users_by_split
+
+    splits = _split_table({"train": 30, "validation": 10, "test": 12})
+    # Budget 20, at most 8 test users: t1..t8, then 12 shared by validation and train
+    # in proportion 10:30 -> 3 validation, 9 train, each first by id.
+    chosen = select_users_by_split(splits, 20, max_test_users=8)
+    assert chosen == [*(f"r{i}" for i in range(1, 10)), *(f"t{i}" for i in range(1, 9)),
+                      *(f"v{i}" for i in range(1, 4))]
+    # No test cap: every test user comes first, the rest fills with train/validation.
+    chosen = select_users_by_split(splits, 16)
+    assert sum(u.startswith("t") for u in chosen) == 12 and len(chosen) == 16
+    assert sum(u.startswith("v") for u in chosen) == 1  # at least one validation user when room for two
+    # A budget below the test users: only test users, first by id (natural order: t2 before t10).
+    assert select_users_by_split(splits, 3) == ["t1", "t2", "t3"]
+    # Proportions follow the pools (here 8 of the rest by 2:10 -> 1 train, 7 validation);
+    # a budget above all users takes everyone; no budget: everyone.
+    small = _split_table({"train": 2, "validation": 10, "test": 1})
+    assert select_users_by_split(small, 9) == ["r1", "t1", *(f"v{i}" for i in range(1, 8))]
+    assert len(select_users_by_split(small, 50)) == 13
+    assert len(select_users_by_split(splits, None)) == 52
+    # A larger budget only adds users.
+    assert set(select_users_by_split(splits, 20, max_test_users=8)) <= set(select_users_by_split(splits, 30, max_test_users=8))

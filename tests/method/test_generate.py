@@ -140,16 +140,21 @@ def test_conditions_of_the_paper_weights(generator, soft_model) -> None:
         (True, True, L + 154, 5, "soft+keywords"),
         (False, True, 154, 5, "keywords"),
         (True, False, L + 77, 5, "soft"),
-        (False, False, 77, 1, "none"),  # no personalisation: the target keywords alone, once
+        # No personalisation: the target keywords alone, but the same budget (issue 11).
+        (False, False, 77, 5, "none"),
     ],
 )
 def test_ablation_variants(generator, soft_model, use_soft, use_keywords, length, candidates, variant) -> None:
     cfg = CFG.model_copy(update={"use_soft": use_soft, "use_keywords": use_keywords})
     prompt_embeds, _, plan = build_conditions(REQUEST, generator=generator, soft_model=soft_model, cfg=cfg, seed=0)
     assert prompt_embeds.shape == (candidates, length, D)
+    # Candidate k has the same seed in every variant.
+    _, _, full = build_conditions(REQUEST, generator=generator, soft_model=soft_model, cfg=CFG, seed=0)
+    assert [c.seed for c in plan] == [c.seed for c in full] and len(set(c.seed for c in plan)) == 5
     if not (use_soft or use_keywords):
-        assert [(c.candidate, c.w_p, c.w_t) for c in plan] == [(0, 0.0, 4.0)]
-        assert torch.equal(prompt_embeds[0], generator.encode_text([REQUEST.target_text])[0])
+        assert [(c.candidate, c.w_p, c.w_t) for c in plan] == [(k, 0.0, 1.0) for k in range(5)]
+        target = generator.encode_text([REQUEST.target_text])[0]
+        assert all(torch.equal(prompt_embeds[k], target) for k in range(5))
     if not use_soft:  # no soft model needed
         result = generate_candidates(REQUEST, generator=generator, soft_model=None, cfg=cfg, seed=0)
         assert {row["variant"] for row in result.rows} == {variant} and len(result.images) == candidates
@@ -162,7 +167,8 @@ def test_an_adapter_with_no_tokens_personalises_nothing(generator) -> None:
 
     cfg = CFG.model_copy(update={"use_keywords": False})
     prompt_embeds, _, plan = build_conditions(REQUEST, generator=generator, soft_model=NoTokens(), cfg=cfg, seed=0)
-    assert [(c.candidate, c.w_p, c.w_t) for c in plan] == [(0, 0.0, 4.0)] and prompt_embeds.shape == (1, 77, D)
+    assert [(c.candidate, c.w_p, c.w_t) for c in plan] == [(k, 0.0, 1.0) for k in range(5)]
+    assert prompt_embeds.shape == (5, 77, D)
 
 
 def test_image_paths_are_safe_for_any_id() -> None:
@@ -450,3 +456,16 @@ def test_inference_uses_the_training_prompts_and_skips_users_without_history() -
     prompts = behaviour_prompts("emoji", frame)
     assert prompts == {"u1": behaviour_prompt("emoji", ["a smiling cat", "a sad face"], ["I love cats"])}
     assert keyword_text([" red ", "", "wool"]) == keyword_string([" red ", "", "wool"]) == "red, wool"
+
+
+def test_no_personalisation_keeps_the_budget_unless_the_noise_is_shared() -> None:
+    from pmg.method.generate import plan_candidates
+
+    plan = plan_candidates(CFG, REQUEST, 0, personalised=False)
+    personalised = plan_candidates(CFG, REQUEST, 0, personalised=True)
+    assert [(c.candidate, c.seed) for c in plan] == [(c.candidate, c.seed) for c in personalised]
+    assert len(plan) == len(CFG.weights) == 5
+    # Shared noise and one condition: the five would be one image, generated once.
+    shared = CFG.model_copy(update={"shared_noise": True})
+    assert len(plan_candidates(shared, REQUEST, 0, personalised=False)) == 1
+    assert len(plan_candidates(shared, REQUEST, 0, personalised=True)) == 5

@@ -293,3 +293,143 @@ def test_generate_then_select_end_to_end(scorer, tmp_path: Path) -> None:
     scores, _ = select_in(folder, params.select, "clothing", candidates, scorer=scorer)
     assert len(scores) == 5 and scores["chosen"].sum() == 1
     assert scores[["w_p", "w_t"]].values.tolist() == [[0, 4], [1, 3], [2, 2], [3, 1], [4, 0]]
+
+
+# -------------------------------------- select_candidates with known embeddings
+
+
+# Candidate images are solid colours; the stub scorer maps each colour and each
+# keyword string to a fixed 3-d embedding, so every cosine is known by hand.
+STUB_IMAGES = {
+    (200, 0, 0): [0.9, 0.12, 0.2],  # close to the preference text
+    (0, 200, 0): [0.1, 0.9, 0.3],  # close to the target text
+    (0, 0, 200): [0.5, 0.5, 0.3],  # in between
+    (90, 90, 90): [-0.2, 0.98, 0.0],  # best target similarity, negative preference cosine
+}
+STUB_TEXTS = {"red wool": [1.0, 0.0, 0.0], "green trousers": [0.0, 1.0, 0.0], "blue coat": [0.0, 0.0, 1.0]}
+
+
+class StubScorer:
+    """`Scorer` stand-in with known embeddings; unknown texts or colours fail the test."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def embed_images(self, images):
+        return torch.tensor([STUB_IMAGES[image.convert("RGB").getpixel((0, 0))] for image in images])
+
+    def embed_texts(self, texts):
+        self.texts += list(texts)
+        return torch.tensor([STUB_TEXTS[t] for t in texts])
+
+
+def _stub_candidates() -> tuple[pd.DataFrame, list[Image.Image]]:
+    """Pair u1: four candidates (colours above); pair u2: the first three, another target text."""
+    rows, images = [], []
+    for user, target_text, colours in (
+        ("u1", "green trousers", list(STUB_IMAGES)),
+        ("u2", "blue coat", list(STUB_IMAGES)[:3]),
+    ):
+        for k, colour in enumerate(colours):
+            path = f"{user}/cand_{k}.png"
+            images.append(Image.new("RGB", (8, 8), colour))
+            rows.append(
+                {"user_id": user, "scenario": "clothing", "target_item": "g5", "candidate": k,
+                 "w_p": 2.0, "w_t": 2.0, "seed": k, "mode": "weighted_embeddings", "variant": "keywords",
+                 "preference_text": "red wool", "target_text": target_text, "keyword_fallback": "",
+                 "image_path": path}
+            )
+    return validate(pd.DataFrame(rows), Candidates, "candidates"), images
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    a_, b_ = np.asarray(a), np.asarray(b)
+    return float(a_ @ b_ / np.linalg.norm(a_) / np.linalg.norm(b_))
+
+
+def _chosen(scores: pd.DataFrame) -> dict[str, int]:
+    return scores[scores["chosen"]].set_index("user_id")["candidate"].to_dict()
+
+
+def test_select_candidates_d_p_is_the_preference_cosine_and_d_t_the_target_cosine() -> None:
+    candidates, images = _stub_candidates()
+    scorer = StubScorer()
+    scores, _ = select_candidates(SelectConfig(alpha=0.5), "clothing", candidates, images, scorer=scorer)
+    # Each distinct keyword string is embedded once.
+    assert sorted(scorer.texts) == ["blue coat", "green trousers", "red wool"]
+    for row in scores.itertuples():
+        image = list(STUB_IMAGES.values())[row.candidate]
+        target = STUB_TEXTS["green trousers" if row.user_id == "u1" else "blue coat"]
+        assert row.d_p == pytest.approx(_cos(image, STUB_TEXTS["red wool"]), abs=1e-6)
+        assert row.d_t == pytest.approx(_cos(image, target), abs=1e-6)
+        expected_z = 0.5 * math.log(max(row.d_p, EPS)) + 0.5 * math.log(max(row.d_t, EPS))
+        assert row.z == pytest.approx(expected_z, abs=1e-9)
+    # Hand values: the in-between candidate of u1 has d_p = d_t = 0.5 / sqrt(0.59) = 0.6509.
+    u1 = scores[scores["user_id"] == "u1"].set_index("candidate")
+    assert u1.loc[2, "d_p"] == pytest.approx(0.650945, abs=1e-6) and u1.loc[2, "d_t"] == pytest.approx(0.650945, abs=1e-6)
+    assert u1.loc[0, "d_p"] == pytest.approx(0.968022, abs=1e-6) and u1.loc[0, "d_t"] == pytest.approx(0.129070, abs=1e-6)
+    assert u1.loc[3, "d_p"] == pytest.approx(-0.19996, abs=1e-5) and u1.loc[3, "d_t"] == pytest.approx(0.979804, abs=1e-6)
+    # At alpha = 0.5 the balanced candidate wins u1; u2's target (blue) favours it too.
+    assert _chosen(scores) == {"u1": 2, "u2": 2}
+
+
+@pytest.mark.parametrize(
+    ("alpha", "chosen"),
+    [
+        (0.9, {"u1": 0, "u2": 0}),  # preference dominates: the red-ish candidate
+        (0.5, {"u1": 2, "u2": 2}),
+        (0.15, {"u1": 1, "u2": 2}),  # accuracy dominates, but candidate 3's negative d_p still costs
+        (0.0, {"u1": 3, "u2": 2}),  # best target similarity, whatever the preference cosine
+    ],
+)
+def test_select_alpha_changes_z_and_the_choice(alpha: float, chosen: dict[str, int]) -> None:
+    candidates, images = _stub_candidates()
+    params = load_params(ROOT / "params.yaml", overrides={"select.alpha": alpha})
+    scores, report = select_candidates(params.select, "clothing", candidates, images, scorer=StubScorer())
+    d_p, d_t = scores["d_p"].to_numpy(), scores["d_t"].to_numpy()
+    expected = alpha * np.log(np.clip(d_p, EPS, 1)) + (1 - alpha) * np.log(np.clip(d_t, EPS, 1))
+    assert np.allclose(scores["z"], expected, atol=1e-9)
+    assert _chosen(scores) == chosen
+    assert report.alpha == alpha
+    if alpha == 0.0:
+        # z = log d_t: the choice is the highest target cosine, and the negative
+        # preference cosine of u1's candidate 3 is not a floored term.
+        for _, pair in scores.groupby("user_id"):
+            assert pair.loc[pair["chosen"], "d_t"].item() == pair["d_t"].max()
+        assert np.allclose(scores["z"], np.log(scores["d_t"])) and not scores["floored"].any()
+
+
+def test_select_candidates_alpha_argument_overrides_the_config_and_none_keeps_best_target() -> None:
+    from pmg.method.select import variant_alpha
+
+    candidates, images = _stub_candidates()
+    cfg = SelectConfig(alpha=0.9)
+    assert variant_alpha("none", cfg.alpha) == 0.0
+    assert variant_alpha("soft+keywords", cfg.alpha) == 0.9
+    by_config, _ = select_candidates(cfg, "clothing", candidates, images, scorer=StubScorer())
+    for_none, report = select_candidates(
+        cfg, "clothing", candidates, images, scorer=StubScorer(), alpha=variant_alpha("none", cfg.alpha)
+    )
+    assert _chosen(by_config) == {"u1": 0, "u2": 0} and _chosen(for_none) == {"u1": 3, "u2": 2}
+    assert report.alpha == 0.0
+
+
+def test_a_term_with_zero_weight_is_not_floored() -> None:
+    z, floored = selection_score([-0.2, 0.3], [0.5, -0.1], 0.0)
+    assert floored.tolist() == [False, True] and z[0] == pytest.approx(math.log(0.5))
+    z, floored = selection_score([-0.2, 0.3], [0.5, -0.1], 1.0)
+    assert floored.tolist() == [True, False] and z[1] == pytest.approx(math.log(0.3))
+    assert selection_score([-0.2], [-0.1], 0.5)[1].tolist() == [True]
+
+
+def test_select_candidates_applies_the_rule_of_the_candidates_variant() -> None:
+    candidates, images = _stub_candidates()
+    cfg = SelectConfig(alpha=0.9)
+    # Personalised candidates: select.alpha (0.9); the same images as `none`: the best target similarity.
+    personalised, report = select_candidates(cfg, "clothing", candidates, images, scorer=StubScorer())
+    assert report.alpha == 0.9 and _chosen(personalised) == {"u1": 0, "u2": 0}
+    none, report = select_candidates(cfg, "clothing", candidates.assign(variant="none"), images, scorer=StubScorer())
+    assert report.alpha == 0.0 and _chosen(none) == {"u1": 3, "u2": 2}
+    mixed = candidates.assign(variant=["none"] * 4 + ["keywords"] * 3)
+    with pytest.raises(ValueError, match=r"mix variants \['keywords', 'none'\]"):
+        select_candidates(cfg, "clothing", mixed, images, scorer=StubScorer())

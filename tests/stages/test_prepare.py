@@ -23,6 +23,10 @@ def _argv(tmp_path: Path, assets: Path, *extra: str) -> list[str]:
         "--set", "prepare.clothing.n_users=12",
         "--set", "prepare.emoji.n_users=10",
         "--set", "prepare.movies.max_users=25",
+        # A few users per scenario: shares that leave every split at least one of them.
+        "--set", "prepare.user_split.validation=0.2",
+        "--set", "prepare.user_split.test=0.3",
+        "--set", "prepare.user_split.min_users=1",
         *extra,
     ]
 
@@ -43,6 +47,12 @@ def test_prepare_all_scenarios_end_to_end(tmp_path: Path, packaged_data_assets: 
             assert image is not None and image.is_file()
         metrics = json.loads((metrics_dir / f"{scenario}.json").read_text())
         assert metrics["kept"]["users_split"] == users
+        # Each user in one split, counted in the report, each split populated.
+        counts = prepared.splits["split"].value_counts().to_dict()
+        assert {f"users_{s}": n for s, n in counts.items()} == {
+            k: v for k, v in metrics["kept"].items() if k in ("users_train", "users_validation", "users_test")
+        }
+        assert sum(counts.values()) == users and min(counts.values()) >= 1 and len(counts) == 3
         assert (prepared.ground_truth is not None) == (scenario != "movies")
     # MovieLens keeps real users: 25 of them kept, the rest counted as over the cap.
     movie_metrics = json.loads((metrics_dir / "movies.json").read_text())
@@ -69,6 +79,18 @@ def test_failed_prepare_leaves_previous_output_intact(tmp_path: Path, packaged_d
         (tmp_path / "font.ttf").rename(packaged_data_assets / "noto-emoji" / "NotoColorEmoji.ttf")
     assert sorted(p.name for p in (tmp_path / "prepared" / "emoji").iterdir()) == before
     assert not any(p.name.startswith(".") for p in (tmp_path / "prepared").iterdir())
+
+
+@pytest.mark.slow
+def test_a_scenario_without_enough_test_users_is_an_error_naming_it(
+    tmp_path: Path, packaged_data_assets: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _argv(tmp_path, packaged_data_assets, "--set", "prepare.user_split.min_users=5")
+    assert main([*args, "--metrics-root", str(tmp_path / "m"), "prepare", "--scenario", "emoji"]) == 2
+    err = capsys.readouterr().err
+    assert "scenario 'emoji': split" in err and "min_users = 5" in err and "Traceback" not in err
+    assert not (tmp_path / "prepared" / "emoji").exists()
+    assert not (tmp_path / "m" / "prepare" / "emoji.json").exists()
 
 
 def test_unknown_scenario_and_bad_override_are_clear(capsys: pytest.CaptureFixture[str]) -> None:
