@@ -525,10 +525,14 @@ class KeywordsConfig(Section):
         max_prompt_tokens: a prompt budget tighter than the LLM's context
             (null: the context minus the answer's budget). History lines are
             dropped oldest-first until a prompt fits.
-        batch_size: prompts per LLM call.
+        batch_size: prompts per LLM call (and per forward batch of a local
+            LLM; prompts sharing a prefix compute it once per batch).
         llm_cache: folder of the LLM answer cache (see `describe.llm_cache`).
         use_llm: false skips the LLM and keeps only the documented fallback
             (most frequent history attribute values): a no-LLM baseline.
+        stop_at_answer: stop an answer once its cloze sentence is filled and
+            closed (`pmg.method.parsing.ClozeStop`); the keywords read from
+            it are the same, the tokens after it are not generated.
     """
 
     out: str = "data/keywords"
@@ -541,6 +545,7 @@ class KeywordsConfig(Section):
     batch_size: int = Field(default=8, ge=1)
     llm_cache: str = "data/cache/llm"
     use_llm: bool = True
+    stop_at_answer: bool = True
 
 
 # ------------------------------------------------------------- generate/select
@@ -658,6 +663,15 @@ class TrainSoftConfig(Section):
             hash of the user id (stable across runs and user additions).
         val_every: steps between validation losses (and at the end).
         val_draws: fixed (noise, timestep) draws per validation user.
+        bucket_batches: batches are drawn from length buckets: each pass
+            over the users is cut into runs of `bucket_batches` batches,
+            each run sorted by prompt length, so a batch's prompts have
+            similar lengths and little padding runs through the LLM
+            (1 = plain random batches).
+        bf16: run the frozen LLM and UNet under bf16 autocast where the
+            device computes bf16 natively (`pmg.models.device.bf16_supported`;
+            elsewhere fp32, with one log line); the adapter's weights, its
+            optimiser and the loss stay fp32.
     """
 
     out: str = "data/soft"
@@ -676,6 +690,8 @@ class TrainSoftConfig(Section):
     val_fraction: float = Field(default=0.25, ge=0, lt=1)
     val_every: int = Field(default=20, ge=1)
     val_draws: int = Field(default=4, ge=1)
+    bucket_batches: int = Field(default=8, ge=1)
+    bf16: bool = False
 
 
 # --------------------------------------------------------------- evaluate/report

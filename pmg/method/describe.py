@@ -88,13 +88,16 @@ def clean_summary(answer: str, limit: int) -> str:
     return ""
 
 
-def generate(llm: Any, prompts: list[str], *, max_new_tokens: int, template_version: str) -> list[str]:
-    """Call `llm.generate`, passing the template version to a cached LLM."""
+def generate(
+    llm: Any, prompts: list[str], *, max_new_tokens: int, template_version: str, stop: Any = None
+) -> list[str]:
+    """Call `llm.generate`, passing the template version to a cached LLM (and stop rules, when given)."""
     if not prompts:
         return []
+    extra = {} if stop is None else {"stop": stop}
     if isinstance(llm, CachedLLM):
-        return llm.generate(prompts, max_new_tokens=max_new_tokens, template_version=template_version)
-    return llm.generate(prompts, max_new_tokens=max_new_tokens)
+        return llm.generate(prompts, max_new_tokens=max_new_tokens, template_version=template_version, **extra)
+    return llm.generate(prompts, max_new_tokens=max_new_tokens, **extra)
 
 
 def _fit_summary_prompt(text: str, noun: str, *, llm: Any, cfg: DescribeConfig, prompts: PromptSet) -> str:

@@ -5,11 +5,18 @@ into a concrete `torch.device` and `torch.dtype` once, so every loader makes
 the same choice: CUDA when present, fp16 on CUDA, fp32 on CPU. fp16 is never
 used on CPU — many CPU kernels lack it or run it slower than fp32 — so a
 profile written for a GPU (`dtype: float16`) still runs, in fp32, on a laptop.
+
+bf16 runs on a CPU only where the CPU computes it natively (x86 AVX512-BF16
+or AMX-BF16, Arm BF16): elsewhere PyTorch emulates it, measured here at
+about 1/100 of the fp32 matmul rate on an AVX2-only EPYC, so a bf16 setting
+falls back to fp32 there, with one log line saying so (`bf16_supported`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import platform
 import re
 
 import torch
@@ -63,7 +70,8 @@ def resolve_dtype(dtype: str, device: torch.device, *, key: str = "dtype") -> to
 
     Returns:
         fp16 for `auto` on CUDA, fp32 for `auto` on CPU; the named dtype
-        otherwise, except that fp16 on CPU becomes fp32 (with a log line).
+        otherwise, except that fp16 on CPU, and bf16 where the device does
+        not run it natively (`bf16_supported`), become fp32 (with a log line).
 
     Raises:
         ModelError: an unknown dtype name.
@@ -76,4 +84,72 @@ def resolve_dtype(dtype: str, device: torch.device, *, key: str = "dtype") -> to
     if chosen == torch.float16 and device.type == "cpu":
         log.info("%s: float16 asked for on CPU; using float32", key)
         return torch.float32
+    if chosen == torch.bfloat16:
+        return bf16_or_fp32(device, key=key)
     return chosen
+
+
+_X86_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16; Arm BF16).
+
+    Read from the kernel's CPU flags (`/proc/cpuinfo`); where they cannot be
+    read, from PyTorch's CPU capability (AMX implies bf16). Cached: the CPU
+    does not change under a running process.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper()
+    return native_bf16_in_cpuinfo(text, platform.machine())
+
+
+def native_bf16_in_cpuinfo(cpuinfo: str, machine: str) -> bool:
+    """Whether a `/proc/cpuinfo` text lists a native bf16 instruction set.
+
+    Args:
+        cpuinfo: the file's text (x86 `flags`, Arm `Features` lines).
+        machine: `platform.machine()` (`x86_64`, `aarch64`, ...).
+    """
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    if machine.lower() in ("aarch64", "arm64"):
+        return "bf16" in flags
+    return bool(flags & _X86_BF16_FLAGS)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 runs at full speed on `device` (CUDA: compute capability 8+; CPU: `cpu_has_native_bf16`)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+@functools.cache
+def _say_no_bf16(key: str, device_type: str) -> None:
+    """The one line a bf16 fallback prints, once per key and device type."""
+    where = "this CPU computes bf16 only by emulation (no AVX512-BF16, AMX-BF16 or Arm BF16)"
+    if device_type != "cpu":
+        where = f"{device_type} has no bf16 support"
+    log.warning("%s: bfloat16 asked for, but %s; using float32", key, where)
+
+
+def bf16_or_fp32(device: torch.device, *, key: str) -> torch.dtype:
+    """bf16 where `device` runs it natively, else fp32 (saying so once).
+
+    For compute that would use bf16 autocast (adapter training, the mini
+    zoo): on a CPU without bf16 it stays in fp32.
+    """
+    if bf16_supported(device):
+        return torch.bfloat16
+    _say_no_bf16(key, device.type)
+    return torch.float32
