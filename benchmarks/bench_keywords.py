@@ -18,16 +18,13 @@ measured in the same run (`benchmarks/machine.py`; the FLOPs of each path
 are counted by `FlopCounterMode` on a repeat of the same work outside the
 timing), and the share of users whose keywords are identical.
 
-Quality (`--quality`): ground-truth hit rates of the new path's keywords on
-every described user against a `--before` folder of Keywords tables made by
-today's code (the `make demo` baseline): movie genre precision/recall of the
-preference keywords and emoji character/emotion rates
-(`pmg.evaluate.ground_truth`), and the clothing keyword colour rate (does
-`k_p` name the user's latent colour; `ground_truth.named` over the world's
-colours).
+Quality: ground-truth hit rates of both paths' keywords on the same users
+(`pmg.evaluate.ground_truth`): movie genre precision/recall of the
+preference keywords, emoji character/emotion rates, and the clothing keyword
+colour rate (does `k_p` name the user's latent colour; `ground_truth.named`
+over the world's colours).
 
-    python benchmarks/bench_keywords.py [--users 8] [--scenarios clothing movies emoji]
-        [--quality --before /work/baseline/data/keywords]
+    python benchmarks/bench_keywords.py [--users 40] [--scenarios clothing movies emoji] [--threads N]
 """
 
 from __future__ import annotations
@@ -144,13 +141,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--scenarios", nargs="+", default=["clothing", "movies", "emoji"])
-    parser.add_argument("--users", type=int, default=8, help="users per scenario timed on both paths")
-    parser.add_argument("--quality", action="store_true", help="hit rates of the new path on every described user")
-    parser.add_argument("--before", default=None, help="folder of Keywords tables made by today's code")
+    parser.add_argument("--users", type=int, default=40, help="users per scenario (first by id) on both paths")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (a repeat of each path)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     params = load_params(args.params)
     cfg = params.keywords
     peak = measure_peak()
@@ -193,6 +191,10 @@ def main() -> int:
                 f"  speed-up {runs['reference']['seconds'] / runs['new']['seconds']:.2f}x; "
                 f"users with identical k_p and k_t: {same_keywords(runs['reference']['table'], runs['new']['table']):.0%}"
             )
+            print(f"  hit rates, reference: {quality(runs['reference']['table'], prepared)}")
+            print(f"  hit rates, new      : {quality(runs['new']['table'], prepared)}")
+            new_stats = {k: round(v, 1) for k, v in llm.stats.items() if k.endswith("seconds")}
+            print(f"  new path so far: {new_stats}")
         ref, new = totals["reference"], totals["new"]
         print(
             f"\nall: reference {ref['prompts'] / ref['seconds']:.2f} prompts/s, new {new['prompts'] / new['seconds']:.2f}"
@@ -202,19 +204,6 @@ def main() -> int:
             for name, total in totals.items():
                 print(f"  {name}: {peak.share(total['flops'] / total['seconds'] / 1e9)}")
 
-        if args.quality:
-            print("\nquality: ground-truth hit rates of the preference keywords (every described user)")
-            for scenario in args.scenarios:
-                descriptions = read_table(Path(params.describe.out) / f"{scenario}.parquet", schemas.Descriptions)
-                prepared = read_scenario(Path(params.prepare.out) / scenario)
-                users = first_users(descriptions, None)
-                after = run_path("quality", llm, descriptions, prepared.items, cfg, scenario, users, scratch)
-                line = f"  {scenario} ({len(users)} users, new path {after['seconds']:.0f} s): after {quality(after['table'], prepared)}"
-                if args.before:
-                    before = read_table(Path(args.before) / f"{scenario}.parquet", schemas.Keywords)
-                    before = before[before["user_id"].astype(str).isin(users)]
-                    line += f"; before {quality(before, prepared)}"
-                print(line)
         print(f"\nload average at the end: {__import__('os').getloadavg()[0]:.2f}")
     finally:
         if args.keep:

@@ -352,6 +352,9 @@ class ZooClipConfig(Section):
         logit_scale_init: initial inverse temperature (learnable, capped
             at 100). Captions of one scenario are close in the text tower's
             space, so CLIP's usual 1/0.07 is too soft to separate them.
+        bf16: train the image tower under bf16 autocast where the CPU
+            computes bf16 natively (elsewhere fp32, with one log line); the
+            weights, the optimiser and the loss stay fp32.
     """
 
     out: str = "data/zoo/clip"
@@ -371,6 +374,7 @@ class ZooClipConfig(Section):
     semantic_tau: float = Field(default=0.05, gt=0)
     semantic_weight: float = Field(default=1.0, ge=0)
     logit_scale_init: float = Field(default=30.0, ge=1, le=100)
+    bf16: bool = False
 
 
 class ZooSDConfig(Section):
@@ -416,6 +420,9 @@ class ZooSDConfig(Section):
             closer (mini CLIP) to its own prompt than to a mismatched one.
         min_colour_ratio: clothing colour accuracy must reach this multiple
             of chance.
+        bf16: train the VAE, UNet and text encoder under bf16 autocast where
+            the CPU computes bf16 natively (elsewhere fp32, with one log
+            line); the weights, the optimisers, the EMA and the losses stay fp32.
     """
 
     out: str = "data/zoo/sd"
@@ -443,6 +450,7 @@ class ZooSDConfig(Section):
     colour_prompts: int = Field(default=12, ge=1)
     min_prompt_match: float = Field(default=0.7, ge=0, le=1)
     min_colour_ratio: float = Field(default=3.0, ge=0)
+    bf16: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ZooSDConfig:
@@ -542,7 +550,7 @@ class KeywordsConfig(Section):
     max_new_tokens: int = Field(default=24, ge=1)
     target_max_new_tokens: int = Field(default=40, ge=1)
     max_prompt_tokens: int | None = Field(default=None, ge=16)
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=32, ge=1)
     llm_cache: str = "data/cache/llm"
     use_llm: bool = True
     stop_at_answer: bool = True

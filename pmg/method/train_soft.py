@@ -26,7 +26,6 @@ prefix enters every layer.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -52,7 +51,7 @@ from pmg.method.soft import (
     behaviour_prompts,
     keyword_string,
 )
-from pmg.models.device import bf16_or_fp32
+from pmg.models.device import bf16_autocast
 
 logger = logging.getLogger(__name__)
 
@@ -396,19 +395,6 @@ def validation_losses(
     }
 
 
-def _precision(bf16: bool, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """The context the frozen LLM and UNet compute in: bf16 autocast where the
-    device runs bf16 natively and `bf16` asks for it, else plain fp32.
-
-    The adapter's parameters, its optimiser state and the loss stay fp32;
-    only the frozen models' matmuls (and their backward, which autocast
-    runs in the forward's dtypes) drop to bf16.
-    """
-    if bf16 and bf16_or_fp32(device, key="train_soft.bf16") == torch.bfloat16:
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def bucket_by_length(order: list[int], lengths: Sequence[int], run: int) -> list[int]:
     """A shuffled pass over examples, each run of `run` examples sorted by prompt length.
 
@@ -502,7 +488,7 @@ def train_soft(
         max_prompt_tokens=cfg.max_prompt_tokens,
         seed=seed,
     )
-    precision = _precision(cfg.bf16, model.device)
+    precision = bf16_autocast(cfg.bf16, model.device, key="train_soft.bf16")
     started = time.perf_counter()
     cached = _precompute(examples, model, generator)
     scheduler = _noise_scheduler(generator)

@@ -14,10 +14,12 @@ falls back to fp32 there, with one log line saying so (`bf16_supported`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import platform
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -153,3 +155,21 @@ def bf16_or_fp32(device: torch.device, *, key: str) -> torch.dtype:
         return torch.bfloat16
     _say_no_bf16(key, device.type)
     return torch.float32
+
+
+def bf16_autocast(enabled: bool, device: torch.device, *, key: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the context training forwards run in.
+
+    bf16 autocast on `device` where `enabled` asks for it and the device
+    computes bf16 natively; plain fp32 otherwise (`bf16_or_fp32` says so
+    once). Parameters, optimiser state and losses stay fp32 either way:
+    autocast only lowers the matmuls and convolutions (and their backward).
+
+    Args:
+        enabled: the config's `bf16` switch.
+        device: where the forward runs.
+        key: the switch's config key, for the fallback line.
+    """
+    if enabled and bf16_or_fp32(device, key=key) == torch.bfloat16:
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext

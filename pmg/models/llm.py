@@ -263,7 +263,16 @@ class LocalLLM:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
         config_length = getattr(model.config, "max_position_embeddings", None)
         self.context_length: int | None = context_length or config_length
-        self.stats = {"prompts": 0, "prompt_tokens": 0, "computed_prompt_tokens": 0, "new_tokens": 0}
+        # Work done so far (for benchmarks and monitoring): prompt tokens asked for and
+        # actually computed (shared prefixes once), tokens generated, seconds per phase.
+        self.stats = {
+            "prompts": 0,
+            "prompt_tokens": 0,
+            "computed_prompt_tokens": 0,
+            "new_tokens": 0,
+            "prefill_seconds": 0.0,
+            "decode_seconds": 0.0,
+        }
 
     @property
     def device(self) -> torch.device:
@@ -387,11 +396,17 @@ class LocalLLM:
             cache=cache,
             use_cache=True,
         )
-        self.stats["computed_prompt_tokens"] += int(segment_mask.sum()) if tokens.shape[1] > 1 else 0
-        if not logits:
+        prefill = tokens.shape[1] > 1
+        if prefill:
+            self.stats["computed_prompt_tokens"] += int(segment_mask.sum())
+        started = time.perf_counter()
+        if logits:
+            out = self.model(**kwargs, logits_to_keep=1).logits[:, -1]  # (B, V)
+        else:
             self.model.base_model(**kwargs)
-            return None
-        return self.model(**kwargs, logits_to_keep=1).logits[:, -1]  # (B, V)
+            out = None
+        self.stats["prefill_seconds" if prefill else "decode_seconds"] += time.perf_counter() - started
+        return out
 
     def _prefill(self, tokens: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys and values, per layer (1, kv_heads, T, head_dim), of the call's common start."""
