@@ -346,9 +346,10 @@ class CachedLLM:
             record = self.cache.get(key)
             if record is not None and isinstance(record.get("answer"), str):
                 answers[key] = record["answer"]
-        missing = list(
-            {key: (prompt, rule) for key, prompt, rule in zip(keys, prompts, stops) if key not in answers}.items()
-        )
+        pending = {
+            key: (prompt, rule) for key, prompt, rule in zip(keys, prompts, stops) if key not in answers
+        }
+        missing = list(pending.items())
         missing = [missing[i] for i in self._order([prompt for _, (prompt, _) in missing])]
         step = self.batch_size or max(1, len(missing))
         calls = 0

@@ -518,7 +518,9 @@ def train_soft(
         zero = torch.zeros(len(val_index), cfg.num_tokens, generator.text_width)  # (V, L, D)
         with precision():
             metrics["val_loss_zeroed"] = _validation_loss(generator, scheduler, validation, cached, zero)
-            metrics["val_loss_keywords_only"] = _validation_loss(generator, scheduler, validation, cached, None)
+            metrics["val_loss_keywords_only"] = _validation_loss(
+                generator, scheduler, validation, cached, None
+            )
             metrics["val_loss_initial"] = _validation_loss(
                 generator, scheduler, validation, cached, _validation_soft(model, cached, val_index)
             )

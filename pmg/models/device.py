@@ -128,7 +128,7 @@ def native_bf16_in_cpuinfo(cpuinfo: str, machine: str) -> bool:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 runs at full speed on `device` (CUDA: compute capability 8+; CPU: `cpu_has_native_bf16`)."""
+    """Whether bf16 runs at full speed on `device` (CUDA: `is_bf16_supported`; CPU: `cpu_has_native_bf16`)."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
@@ -157,7 +157,9 @@ def bf16_or_fp32(device: torch.device, *, key: str) -> torch.dtype:
     return torch.float32
 
 
-def bf16_autocast(enabled: bool, device: torch.device, *, key: str) -> Callable[[], contextlib.AbstractContextManager]:
+def bf16_autocast(
+    enabled: bool, device: torch.device, *, key: str
+) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of the context training forwards run in.
 
     bf16 autocast on `device` where `enabled` asks for it and the device

@@ -188,7 +188,9 @@ def plan_batches(ids: Sequence[Sequence[int]], *, batch_size: int, min_shared: i
     return BatchPlan(common, tuple(batches))
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(
+    rows: Sequence[Sequence[int]], pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask), each (B, T): rows right-aligned (left padding), mask 1 on real tokens."""
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -412,8 +414,8 @@ class LocalLLM:
         """Keys and values, per layer (1, kv_heads, T, head_dim), of the call's common start."""
         cache = self._new_cache()
         ids = torch.tensor([list(tokens)], device=self.device)
-        self._forward(ids, torch.ones_like(ids), ids[:, :0], torch.zeros(1, dtype=torch.long, device=self.device),
-                      cache, logits=False)  # fmt: skip
+        start = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._forward(ids, torch.ones_like(ids), ids[:, :0], start, cache, logits=False)
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _generate_batch(
@@ -486,7 +488,11 @@ class LocalLLM:
         return produced
 
     def _choose(
-        self, logits: torch.Tensor, rows: list[int], temperature: float, samplers: list[torch.Generator] | None
+        self,
+        logits: torch.Tensor,
+        rows: list[int],
+        temperature: float,
+        samplers: list[torch.Generator] | None,
     ) -> torch.Tensor:
         """The next token of each row: argmax, or a draw from its own seeded generator."""
         if samplers is None:

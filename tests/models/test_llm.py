@@ -232,7 +232,8 @@ def test_a_stop_rule_ends_its_row_only(llm: LocalLLM) -> None:
     stopped = llm.generate(SHARED, max_new_tokens=8, stop=[StopAfter(1), None, None])
     assert stopped[1:] == full[1:]  # the other rows run on, unchanged
     assert full[0].startswith(stopped[0]) and len(stopped[0]) < len(full[0])
-    assert stopped[0] == llm.tokenizer.decode(llm.tokenizer(full[0], add_special_tokens=False)["input_ids"][:1]).strip()
+    first = llm.tokenizer(full[0], add_special_tokens=False)["input_ids"][:1]
+    assert stopped[0] == llm.tokenizer.decode(first).strip()
     with pytest.raises(ValueError, match="2 stop rules given for 3 prompts"):
         llm.generate(SHARED, max_new_tokens=4, stop=[None, None])
 
