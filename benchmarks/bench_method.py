@@ -46,6 +46,7 @@ def _peak_mib() -> float:
 def part_keywords(args: argparse.Namespace, scratch: Path) -> dict:
     """Describe + keywords for `describe.max_users + 1` users on a copy of the answer cache."""
     from pmg.stages import describe, keywords
+    from pmg.stages.catalogue import Catalogue
 
     base = load_params(args.params)
     if base.describe.max_users is None:
@@ -64,9 +65,10 @@ def part_keywords(args: argparse.Namespace, scratch: Path) -> dict:
         },
     )
     quiet = lambda _line: None  # noqa: E731 - the stage's one-line report is not needed here
-    described = describe.run(params, args.scenario, metrics_dir=scratch / "metrics", log=quiet)
+    where = Catalogue(params, metrics_root=scratch / "metrics")
+    described = describe.run(params, args.scenario, catalogue=where, log=quiet)
     started = time.perf_counter()
-    found = keywords.run(params, args.scenario, metrics_dir=scratch / "metrics", log=quiet)
+    found = keywords.run(params, args.scenario, catalogue=where, log=quiet)
     seconds = time.perf_counter() - started
     users = int(found["users"]) or 1
     return {
@@ -81,13 +83,13 @@ def part_keywords(args: argparse.Namespace, scratch: Path) -> dict:
 
 def part_train_soft(args: argparse.Namespace, scratch: Path) -> dict:
     """A short adapter training run; peak RSS of this process and steps per second."""
-    from pmg.stages.train_soft import train_scenario
+    from pmg.stages.train_soft import train_adapter
 
     params = load_params(args.params)
     if args.scenario not in params.train_soft.scenarios:
         return {"skipped": f"{args.scenario!r} is not in train_soft.scenarios"}
     cfg = params.train_soft.model_copy(update={"steps": args.steps, "val_every": max(args.steps, 1)})
-    result = train_scenario(params, args.scenario, out=scratch / "adapter", cfg=cfg, log=lambda _line: None)
+    result = train_adapter(params, args.scenario, out=scratch / "adapter", cfg=cfg, log=lambda _line: None)
     return {
         "steps": args.steps,
         "batch_size": cfg.batch_size,

@@ -35,11 +35,10 @@ from pmg.evaluate.metrics import (
     MetricModels,
     batched_pair_metrics,
     load_image,
-    load_metric_models,
     naive_pair_metrics,
     ssim_pairs,
 )
-from pmg.models.lpips_metric import ssim
+from pmg.models.lpips_metric import load_lpips, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,7 +150,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models: MetricModels = load_metric_models(ModelSpec(kind="lpips", path=args.lpips), "cpu", nets=("alex",))
+    models = MetricModels({"alex": load_lpips(ModelSpec(kind="lpips", path=args.lpips), "cpu", net="alex")})
     print(
         f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()}"
     )

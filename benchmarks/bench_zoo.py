@@ -128,7 +128,7 @@ def main() -> int:
     total_wall, peak = 0.0, 0.0
     rows = []
     for part in args.parts:
-        status, wall, rss = run_child([*pmg, "zoo", part, "--metrics-dir", str(scratch / "metrics")])
+        status, wall, rss = run_child([*pmg, "--metrics-root", str(scratch / "metrics"), "zoo", part])
         total_wall += wall
         peak = max(peak, rss)
         rows.append((part, status, wall, rss))

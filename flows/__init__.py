@@ -6,8 +6,9 @@ orchestration: per-scenario fan-out, retries of transient failures only, task
 caching on inputs + source, the `gpu` tag and its concurrency limit, routing of
 GPU work to GPU workers, artifacts for the dashboard, schedules.
 
-- `flows.tasks`: the stage table, the retry condition, the cache policy and
-  the tasks (each a few lines calling `pmg`).
+- `flows.tasks`: the tasks over the stage table (`pmg.stages.table`, the
+  stages `dvc repro` runs), the retry condition and the cache policy (each
+  task a few lines calling `pmg`).
 - `flows.pipeline`: `pipeline_flow` (prepare -> ... -> report) and
   `gpu_stage_flow` (one GPU stage for one scenario, deployed on the `gpu` queue).
 - `flows.retrain`: `retrain_flow` (prepare, retrain, evaluate, register,

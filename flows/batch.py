@@ -4,7 +4,7 @@ Adapters are per scenario, and so is the registry. `batch_flow` resolves the
 alias (default `production`) once per scenario of the pairs that has adapters
 (`train_soft.scenarios`), pulls that version into
 `<adapter_cache>/<scenario>/v<N>` (verified, and only if not pulled before),
-and runs the per-pair chain — `pmg.method.personalize.personalize`, the same
+and runs the per-pair chain — `pmg.stages.personalize.personalize`, the same
 function `pmg personalize` calls — once per pair with its scenario's adapter,
 concurrently, each pair a `gpu`-tagged task cached on its inputs and the
 adapter version. Scenarios without adapters (the paper trains none for

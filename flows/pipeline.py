@@ -1,7 +1,8 @@
 """The PMG pipeline as a Prefect flow: the DVC stages, fanned out per scenario.
 
-`pipeline_flow` runs the stages of `flows.tasks.STAGES` that are asked for (all
-that apply to the profile by default) in waves: each per-scenario stage is
+`pipeline_flow` runs the stages of the stage table (`pmg.stages.table.STAGES`,
+the same stages and order as `dvc repro`, ablations included) that are asked
+for (all that apply to the profile by default) in waves: each per-scenario stage is
 submitted once per scenario and runs concurrently across scenarios; a stage
 over all scenarios (the zoo, `report`) waits for the wave before it. The
 first failure fails the flow as soon as it is seen (tasks of the same wave
@@ -154,14 +155,15 @@ def pipeline_flow(
     scenarios: list[str] | None = None,
     gpu_deployment: str | None = None,
 ) -> dict[str, Any]:
-    """prepare -> (zoo) -> describe -> keywords -> train_soft -> generate -> select -> evaluate -> report.
+    """assets -> prepare -> (zoo) -> describe -> keywords -> train_soft -> generate -> select -> evaluate
+    -> train_soft_ablations -> ablations -> report: the stage table, as `dvc repro` runs it.
 
     Args:
         params_path: `params.yaml`, read once here.
         overrides: dotted overrides, as `pmg --set` (`{"base.profile": "full"}`).
         stages: the stages to run, in any order (run in pipeline order);
-            None runs every stage that applies to the profile. A stage not in
-            `pmg.stages` fails the flow before anything runs.
+            None runs every stage that applies to the profile. An unknown
+            name fails the flow before anything runs.
         scenarios: a subset of `base.scenarios` (default: all of them).
         gpu_deployment: `<flow>/<deployment>` of `gpu_stage_flow`; GPU stages
             then run as flow runs on its work queue. None runs them here.
@@ -178,9 +180,10 @@ def pipeline_flow(
         "stages %s over scenarios %s (profile %s)", [s.name for s in chosen], names, params.base.profile
     )
     results = run_stages(params, chosen, names, gpu_deployment=gpu_deployment)
-    per_scenario = [s for s in chosen if s.per_scenario]
-    if per_scenario:  # `evaluate` in a full run
-        publish_metrics(per_scenario[-1].name, results[per_scenario[-1].name])
+    per_scenario = [s.name for s in chosen if s.per_scenario]
+    if per_scenario:  # `evaluate` when it ran, else the last per-scenario stage
+        name = "evaluate" if "evaluate" in per_scenario else per_scenario[-1]
+        publish_metrics(name, results[name])
     if "report" in results:
         publish_report(results["report"])
     return results

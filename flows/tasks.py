@@ -2,13 +2,16 @@
 
 A task here is a few lines calling `pmg` code (STYLE.md convention 5):
 
-- `run_stage` runs one DVC stage (`pmg.stages.<module>.run`) for one scenario,
-  exactly as `dvc repro` does. It caches on its inputs (the stage name, the
-  frozen `Params`, the scenario, the upstream stages' metrics) + its source +
-  the `pmg` package's source; while the stage's outputs are missing on disk
-  it runs (and refreshes its cache entry) whatever the cache holds. Results
-  persist under `PREFECT_LOCAL_STORAGE_PATH` (the Makefile sets
-  `.prefect/results`).
+- `run_stage` runs one stage of the stage table (`pmg.stages.table.STAGES`,
+  the list `dvc.yaml` is checked against) for one scenario, through the same
+  `pmg.stages.table.run_stage` as `dvc repro` (timings included). It caches
+  on its inputs (the stage name, the frozen `Params`, the scenario, the
+  upstream stages' metrics) + its source + the source of the `pmg` modules
+  the stage runs (the files its `dvc.yaml` deps list, `pmg.stages.deps`), so
+  both doors agree on what is stale; while the stage's outputs (as the
+  catalogue names them) are missing on disk it runs (and refreshes its cache
+  entry) whatever the cache holds. Results persist under
+  `PREFECT_LOCAL_STORAGE_PATH` (the Makefile sets `.prefect/results`).
 - `dispatch_gpu_stage` runs a GPU stage as a flow run of the `gpu_stage`
   deployment (on the `gpu` work queue) and waits for it: how GPU work reaches
   GPU workers in Prefect 3, which routes flow runs, not task runs, to queues.
@@ -27,8 +30,6 @@ promotion, any bug) fail at once with the cause as the state message.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ from prefect.context import TaskRunContext
 
 from pmg.config import Params, RegistryConfig
 from pmg.errors import ConfigError, DataError, ModelError, PMGError, RegistryError
+from pmg.stages.catalogue import Catalogue
+from pmg.stages.table import STAGES, STAGES_BY_NAME, Stage
+from pmg.stages.table import run_stage as run_pmg_stage
 
 # ------------------------------------------------------------------ retries
 
@@ -52,10 +56,6 @@ RETRIES = 3
 RETRY_DELAYS = [10, 60, 300]
 #: The tag of tasks that need a GPU; `flows.deploy setup` limits its concurrency.
 GPU_TAG = "gpu"
-
-
-class StageUnavailable(ConfigError):
-    """A requested stage (or the batch chain function) is not in `pmg` yet."""
 
 
 class WorkerLost(ConnectionError):
@@ -213,104 +213,8 @@ def retry_options(**extra: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------- stages
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One pipeline stage as the flows see it.
-
-    Attributes:
-        name: the flow-facing name (`stages=[...]` parameter, task names).
-        module: `pmg.stages.<module>`.
-        function: the entry point in the module; per-scenario stages take
-            `(params, scenario, *, log)`, the others `(params, *, log)`.
-        per_scenario: fanned out over `base.scenarios`.
-        gpu: tagged `gpu` (concurrency-limited; routed to GPU workers).
-        profiles: run by default only under these profiles (None: all).
-        outputs: where the stage writes, to refresh the cache while they are
-            missing; None uses `<params.<name>.out>/<scenario>[.*]`.
-    """
-
-    name: str
-    module: str
-    function: str = "run"
-    per_scenario: bool = True
-    gpu: bool = False
-    profiles: tuple[str, ...] | None = None
-    outputs: Callable[[Params, str | None], list[Path]] | None = None
-
-
-#: The pipeline in order (DESIGN.md §2). The mini profile builds its model zoo
-#: from the prepared default world before the models are first used.
-STAGES: tuple[Stage, ...] = (
-    Stage("prepare", "prepare"),
-    Stage(
-        "zoo_llm",
-        "zoo",
-        "run_llm",
-        per_scenario=False,
-        profiles=("mini",),
-        outputs=lambda p, _: [Path(p.zoo.llm_out)],
-    ),
-    Stage(
-        "zoo_clip",
-        "zoo",
-        "run_clip",
-        per_scenario=False,
-        gpu=True,
-        profiles=("mini",),
-        outputs=lambda p, _: [Path(p.zoo.clip.out)],
-    ),
-    Stage(
-        "zoo_sd",
-        "zoo",
-        "run_sd",
-        per_scenario=False,
-        gpu=True,
-        profiles=("mini",),
-        outputs=lambda p, _: [Path(p.zoo.sd.out)],
-    ),
-    Stage("describe", "describe"),
-    Stage("keywords", "keywords"),
-    Stage("train_soft", "train_soft", gpu=True),
-    Stage("generate", "generate", gpu=True),
-    Stage("select", "select"),
-    Stage("evaluate", "evaluate", gpu=True),
-    Stage("report", "report", per_scenario=False),
-)
-STAGES_BY_NAME = {stage.name: stage for stage in STAGES}
-
-
-def stage_function(stage: Stage) -> Callable[..., dict]:
-    """The stage's entry point, imported.
-
-    Raises:
-        StageUnavailable: `pmg.stages.<module>` or its function does not exist.
-    """
-    module_name = f"pmg.stages.{stage.module}"
-    if importlib.util.find_spec(module_name) is None:
-        raise StageUnavailable(f"stage {stage.name!r} is not available: {module_name} does not exist (yet)")
-    module = importlib.import_module(module_name)
-    function = getattr(module, stage.function, None)
-    if not callable(function):
-        raise StageUnavailable(
-            f"stage {stage.name!r} is not available: {module_name} has no {stage.function}()"
-        )
-    return function
-
-
-def available_stages() -> list[str]:
-    """Names of the stages whose entry point exists in `pmg.stages` now."""
-    names = []
-    for stage in STAGES:
-        try:
-            stage_function(stage)
-        except StageUnavailable:
-            continue
-        names.append(stage.name)
-    return names
-
-
 def resolve_stages(names: Iterable[str] | None, params: Params) -> list[Stage]:
-    """The stages to run, in pipeline order, every one of them present in `pmg`.
+    """The stages to run, in pipeline order (the stage table's).
 
     Args:
         names: stage names; None means every stage of the pipeline that
@@ -318,98 +222,81 @@ def resolve_stages(names: Iterable[str] | None, params: Params) -> list[Stage]:
         params: the run's parameters.
 
     Raises:
-        ConfigError: an unknown name.
-        StageUnavailable: a requested stage has no entry point in `pmg.stages`
-            (checked for all of them before anything runs).
+        ConfigError: an unknown name, or none.
     """
     if names is None:
-        chosen = [s for s in STAGES if s.profiles is None or params.base.profile in s.profiles]
-    else:
-        names = list(names)
-        unknown = [n for n in names if n not in STAGES_BY_NAME]
-        if unknown:
-            raise ConfigError(
-                f"unknown stage(s) {unknown}; the pipeline's stages are {[s.name for s in STAGES]}"
-            )
-        if not names:
-            raise ConfigError("stages is empty: name at least one stage")
-        chosen = [s for s in STAGES if s.name in set(names)]
-    missing = []
-    for stage in chosen:
-        try:
-            stage_function(stage)
-        except StageUnavailable as err:
-            missing.append(str(err).removeprefix(f"stage {stage.name!r} is not available: "))
-    if missing:
-        wanted = [s.name for s in chosen]
-        raise StageUnavailable(
-            f"cannot run stages {wanted}: {'; '.join(missing)}. Stages available now: {available_stages()}; "
-            "select them with the flow's `stages` parameter"
-        )
-    return chosen
+        return [s for s in STAGES if s.profiles is None or params.base.profile in s.profiles]
+    names = list(names)
+    unknown = [n for n in names if n not in STAGES_BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; the pipeline's stages are {[s.name for s in STAGES]}")
+    if not names:
+        raise ConfigError("stages is empty: name at least one stage")
+    return [s for s in STAGES if s.name in set(names)]
 
 
 def call_stage(stage: Stage, params: Params, scenario: str | None, *, log: Callable[[str], object]) -> dict:
-    """Run one stage exactly as its DVC entry point does; return its metrics."""
-    function = stage_function(stage)
-    if stage.per_scenario:
-        if scenario is None:
-            raise ConfigError(f"stage {stage.name!r} runs per scenario: give a scenario")
-        return function(params, scenario, log=log)
-    return function(params, log=log)
+    """Run one stage exactly as its DVC entry point does (`pmg.stages.table.run_stage`); return its metrics."""
+    return run_pmg_stage(stage, params, scenario, log=log)
 
 
-def stage_outputs(stage: Stage, params: Params, scenario: str | None) -> list[Path] | None:
-    """Where the stage writes (None: unknown, so the cache is not guarded)."""
-    if stage.outputs is not None:
-        return stage.outputs(params, scenario)
-    out = getattr(getattr(params, stage.name, None), "out", None)
-    if not out:
-        return None
-    out = Path(out)
-    if scenario is None:
-        return [out]
-    # The project's convention: <out>/<scenario>/ or <out>/<scenario>.<ext>.
-    found = (
-        [p for p in out.glob(f"{scenario}*") if p.name == scenario or p.stem == scenario]
-        if out.is_dir()
-        else []
-    )
-    return found or [out / scenario]
+def stage_outputs(stage: Stage, params: Params, scenario: str | None) -> list[Path]:
+    """Where the stage writes (`pmg.stages.catalogue.Catalogue.outputs`)."""
+    return Catalogue(params).outputs(stage.name, scenario)
 
 
 # -------------------------------------------------------------------- cache
+
+
+def _fingerprint(files: Iterable[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=1)
 def library_fingerprint() -> str:
     """sha256 over the `pmg` package's source (code, prompt templates, configs).
 
-    `TASK_SOURCE` only sees the task's few lines; the work happens in `pmg`,
-    so a change anywhere in it must invalidate cached stage results.
+    What tasks that are not pipeline stages (the batch chain) cache on: the
+    work happens in `pmg`, so a change anywhere in it invalidates them.
     """
     import pmg
 
     root = Path(pmg.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if (
-            path.is_file()
-            and "__pycache__" not in path.parts
-            and path.suffix in {".py", ".yaml", ".yml", ".json"}
-        ):
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    files = [p for p in root.rglob("*") if p.suffix in {".py", ".yaml", ".yml", ".json"}]
+    return _fingerprint(files, root)
+
+
+@lru_cache(maxsize=None)
+def stage_fingerprint(name: str) -> str:
+    """sha256 over the source files of the `pmg` modules stage `name` runs (its `dvc.yaml` code deps).
+
+    The same files `dvc repro` watches for this stage (`pmg.stages.deps`), so
+    DVC and Prefect agree on when a stage's cached result is stale.
+    """
+    from pmg.stages.deps import PROJECT_ROOT, stage_source_files
+
+    return _fingerprint(stage_source_files(name), PROJECT_ROOT)
 
 
 @dataclass
 class LibrarySource(CachePolicy):
-    """Cache key component: the `pmg` package's source."""
+    """Cache key component: the source of the `pmg` code a task runs.
+
+    For a stage (a `stage` input naming one of the stage table), the
+    modules that stage runs; otherwise the whole `pmg` package.
+    """
 
     def compute_key(
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
+        name = inputs.get("stage")
+        if isinstance(name, str) and name in STAGES_BY_NAME:
+            return stage_fingerprint(name)
         return library_fingerprint()
 
 
@@ -425,7 +312,7 @@ def run_stage(stage: str, params: Params, scenario: str | None = None, upstream:
     """One stage for one scenario (or for all, for `report` and the zoo).
 
     Args:
-        stage: a name of `STAGES`.
+        stage: a name of the stage table (`STAGES`).
         params: the run's parameters.
         scenario: the scenario (None for stages over all scenarios).
         upstream: the metrics of the stages before it; part of the cache key,
@@ -566,18 +453,10 @@ def pull_adapter(cfg: RegistryConfig, scenario: str, ref: str, cache_dir: str) -
 
 
 def personalize_function() -> Callable[..., Any]:
-    """`pmg.method.personalize.personalize`, the per-pair chain of `pmg personalize`.
+    """`pmg.stages.personalize.personalize`, the per-pair chain of `pmg personalize`."""
+    from pmg.stages.personalize import personalize
 
-    Raises:
-        StageUnavailable: it does not exist yet.
-    """
-    name = "pmg.method.personalize"
-    if importlib.util.find_spec(name) is None:
-        raise StageUnavailable(f"the batch flow needs {name}.personalize(), and {name} does not exist (yet)")
-    function = getattr(importlib.import_module(name), "personalize", None)
-    if not callable(function):
-        raise StageUnavailable(f"the batch flow needs {name}.personalize(), which {name} does not define")
-    return function
+    return personalize
 
 
 @task(

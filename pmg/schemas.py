@@ -11,6 +11,12 @@ Cells that hold structures are JSON text, so the tables stay plain Parquet:
 * `history_items` (splits): a JSON array of item ids, oldest first.
 
 Image paths are POSIX paths relative to the folder that holds the table.
+
+Scenarios. A `scenario` column holds a scenario's name (`SCENARIO_NAME`: a
+lower-case identifier). Which scenarios exist is the registry's business
+(`pmg.scenarios`), checked where the config is read; the schemas stay below
+it, so that the data layer that validates with them can be imported by the
+scenario declarations.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-SCENARIOS = ("clothing", "movies", "emoji")
+SCENARIO_NAME = r"^[a-z][a-z0-9_]*$"
+"""What a scenario's name looks like (`clothing`, `movies`, `emoji`, ...)."""
 
 
 def _is_json_object(text: str) -> bool:
@@ -43,7 +50,7 @@ class Items(pa.DataFrameModel):
     """The item catalogue of one scenario: clothes, movies or emoji."""
 
     item_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     title: Series[str] = pa.Field(str_length={"min_value": 1})
     text: Series[str]
     attributes: Series[str]
@@ -101,7 +108,7 @@ class Splits(pa.DataFrameModel):
     """
 
     user_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     history_items: Series[str]
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
     supervision_item: Series[str] = pa.Field(str_length={"min_value": 1})
@@ -138,7 +145,7 @@ class GroundTruth(pa.DataFrameModel):
     """
 
     user_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     preferences: Series[str]
 
     @pa.check("preferences", element_wise=True, name="json_object")
@@ -153,7 +160,7 @@ class GroundTruth(pa.DataFrameModel):
 class PrepareReport(pa.DataFrameModel):
     """What `prepare` kept and skipped, one row per (scenario, reason)."""
 
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     kind: Series[str] = pa.Field(isin=("kept", "skipped"))
     reason: Series[str]
     count: Series[int] = pa.Field(ge=0)
@@ -191,7 +198,7 @@ class Descriptions(pa.DataFrameModel):
     """
 
     user_id: Series[str] = pa.Field(str_length={"min_value": 1})
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     kind: Series[str] = pa.Field(isin=DESCRIPTION_KINDS)
     ref: Series[str] = pa.Field(str_length={"min_value": 1})
     position: Series[int] = pa.Field(ge=0)
@@ -224,7 +231,7 @@ class Keywords(pa.DataFrameModel):
     """
 
     user_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
     preference_keywords: Series[str]
     target_keywords: Series[str]
@@ -285,7 +292,7 @@ class Candidates(pa.DataFrameModel):
     """
 
     user_id: Series[str] = pa.Field(str_length={"min_value": 1})
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
     candidate: Series[int] = pa.Field(ge=0)
     w_p: Series[float] = pa.Field(ge=0)
@@ -324,7 +331,7 @@ class Scores(pa.DataFrameModel):
     """
 
     user_id: Series[str] = pa.Field(str_length={"min_value": 1})
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
     candidate: Series[int] = pa.Field(ge=0)
     w_p: Series[float] = pa.Field(ge=0)
@@ -379,7 +386,7 @@ class PairMetrics(pa.DataFrameModel):
     file as evaluated.
     """
 
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     variant: Series[str] = pa.Field(str_length={"min_value": 1})
     user_id: Series[str] = pa.Field(str_length={"min_value": 1})
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
@@ -406,7 +413,7 @@ class EvalIssues(pa.DataFrameModel):
     issue is not about one file).
     """
 
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     variant: Series[str] = pa.Field(str_length={"min_value": 1})
     user_id: Series[str] = pa.Field(str_length={"min_value": 1})
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})
@@ -431,7 +438,7 @@ class GroundTruthHits(pa.DataFrameModel):
     value (there personalisation has to change something).
     """
 
-    scenario: Series[str] = pa.Field(isin=SCENARIOS)
+    scenario: Series[str] = pa.Field(str_matches=SCENARIO_NAME)
     variant: Series[str] = pa.Field(str_length={"min_value": 1})
     user_id: Series[str] = pa.Field(str_length={"min_value": 1})
     target_item: Series[str] = pa.Field(str_length={"min_value": 1})

@@ -56,7 +56,9 @@ def test_good_frames_pass() -> None:
     ("mutate", "column"),
     [
         (lambda f: f.assign(item_id=["1", "1"]), "item_id"),
-        (lambda f: f.assign(scenario=["movies", "books"]), "scenario"),
+        # A scenario name's shape is checked here; which names exist is the registry's (config) check.
+        (lambda f: f.assign(scenario=["movies", "Movies!"]), "scenario"),
+        (lambda f: f.assign(scenario=["movies", ""]), "scenario"),
         (lambda f: f.assign(attributes=["{}", "[1, 2]"]), "attributes"),
         (lambda f: f.assign(attributes=["{}", "not json"]), "attributes"),
         (lambda f: f.assign(title=["", "Heat"]), "title"),

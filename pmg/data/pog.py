@@ -55,7 +55,7 @@ import pandas as pd
 from pmg import schemas
 from pmg.data.dataset import ScenarioData, empty_conversations
 from pmg.data.images import index_images
-from pmg.data.movielens import iter_records, read_text
+from pmg.data.records import iter_records, read_text
 from pmg.errors import DataError
 from pmg.io import validate
 

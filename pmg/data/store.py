@@ -10,13 +10,13 @@ Layout of `<prepare.out>/<scenario>/`::
     report.parquet         schemas.PrepareReport (what was kept / skipped)
     images/                RGB PNG item images
 
-The folder is written under a temporary name and renamed into place as a
-whole, so readers never see a half-prepared scenario.
+The `prepare` stage builds the folder in a staging folder and swaps it into
+place as a whole (`pmg.io.output_folder`), so readers never see a
+half-prepared scenario; `write_scenario` writes the tables into it.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ import pandas as pd
 
 from pmg import schemas
 from pmg.errors import DataError
-from pmg.io import read_table, replace_folder, write_table
+from pmg.io import read_table, write_table
 
 TABLES = {
     "items": schemas.Items,
@@ -77,18 +77,8 @@ def report_frame(scenario: str, kept: Counter[str], skipped: Counter[str]) -> pd
     return schemas.PrepareReport.validate(pd.DataFrame(rows, columns=["scenario", "kind", "reason", "count"]))
 
 
-def staging_folder(final: Path) -> Path:
-    """A fresh, empty sibling folder to build `final` in before the rename."""
-    staging = final.parent / f".{final.name}.staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
-
-
 def write_scenario(
-    staging: Path,
-    final: Path,
+    folder: Path,
     *,
     items: pd.DataFrame,
     interactions: pd.DataFrame,
@@ -97,20 +87,20 @@ def write_scenario(
     report: pd.DataFrame,
     ground_truth: pd.DataFrame | None,
 ) -> None:
-    """Validate and write all tables into `staging`, then swap it onto `final`.
+    """Validate and write all tables into `folder` (a staging folder of `pmg.io.output_folder`).
 
-    Images are expected to be in `staging/images/` already. Every table is
-    validated before anything is renamed, so a bad table leaves the previous
-    `final` folder untouched.
+    Images are expected to be in `folder/images/` already. A table that does
+    not validate raises before the staging folder is swapped in, so the
+    previous scenario folder stays untouched.
     """
-    write_table(items, staging / "items.parquet", schemas.Items)
-    write_table(interactions, staging / "interactions.parquet", schemas.Interactions)
-    write_table(conversations, staging / "conversations.parquet", schemas.Conversations)
-    write_table(splits, staging / "splits.parquet", schemas.Splits)
-    write_table(report, staging / "report.parquet", schemas.PrepareReport)
+    folder = Path(folder)
+    write_table(items, folder / "items.parquet", schemas.Items)
+    write_table(interactions, folder / "interactions.parquet", schemas.Interactions)
+    write_table(conversations, folder / "conversations.parquet", schemas.Conversations)
+    write_table(splits, folder / "splits.parquet", schemas.Splits)
+    write_table(report, folder / "report.parquet", schemas.PrepareReport)
     if ground_truth is not None:
-        write_table(ground_truth, staging / "ground_truth.parquet", schemas.GroundTruth)
-    replace_folder(staging, final)
+        write_table(ground_truth, folder / "ground_truth.parquet", schemas.GroundTruth)
 
 
 def read_scenario(folder: str | Path) -> PreparedScenario:

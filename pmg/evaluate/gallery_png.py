@@ -21,8 +21,6 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pmg.io import write_bytes_atomic
-
 CHOSEN_COLOUR = (232, 89, 12)  # #e8590c, the HTML report's ring of the chosen candidate
 BACKGROUND = (255, 255, 255)
 TEXT = (34, 34, 34)
@@ -91,10 +89,19 @@ def _fit(text: str, font, width: float) -> str:
     return text + "…"
 
 
+def read_rgb(path: str | Path | None) -> Image.Image | None:
+    """The image at `path` as RGB, or None when there is none or it cannot be read."""
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError):
+        return None
+
+
 def tile_image(path: str | Path | None, tile: int) -> Image.Image | None:
     """The image at `path` scaled so its longer side is `tile` px, centred on a square; None if unreadable."""
-    from pmg.evaluate.report import read_rgb
-
     image = read_rgb(path)
     if image is None:
         return None
@@ -201,9 +208,8 @@ def gallery_grid(rows: Sequence[tuple[str, dict | None]], *, tile: int = 64) -> 
     return grid
 
 
-def write_gallery_png(rows: Sequence[tuple[str, dict | None]], path: str | Path, *, tile: int = 64) -> Path:
-    """Draw `gallery_grid(rows, tile=tile)` and write it to `path` as an optimised PNG, atomically."""
+def gallery_png(rows: Sequence[tuple[str, dict | None]], *, tile: int = 64) -> bytes:
+    """`gallery_grid(rows, tile=tile)` as optimised PNG bytes (the report stage writes them)."""
     buffer = io.BytesIO()
     gallery_grid(rows, tile=tile).save(buffer, format="PNG", optimize=True)
-    write_bytes_atomic(path, buffer.getvalue())
-    return Path(path)
+    return buffer.getvalue()

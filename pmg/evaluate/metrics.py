@@ -42,6 +42,7 @@ Bad input never crashes a run; it is counted and reported:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,13 +53,33 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pmg.config import ModelSpec
-from pmg.models.lpips_metric import NETS, load_lpips, ssim
+from pmg.models.lpips_metric import NETS, ssim
 
 METRIC_COLUMNS = ("lpips_alex", "lpips_vgg", "ssim")
-"""Per-pair metric columns of the PairMetrics table."""
+"""Per-pair metric columns of the PairMetrics table, in the order every table shows them."""
+
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "lpips_alex": ("LPIPS-Alex", "↓"),
+    "lpips_vgg": ("LPIPS-VGG", "↓"),
+    "ssim": ("SSIM", "↑"),
+}
+"""Per-pair metric -> (label, arrow of the better direction), for the report and the ablation tables."""
 
 REFERENCES = ("history", "target")
+
+
+def metric_headers() -> list[tuple[str, str]]:
+    """(summary key, header) of every metric per reference: `("lpips_alex_history", "History LPIPS-Alex ↓")`, ...
+
+    The one list the ablation tables, the headline's overall and the report
+    show, so a new per-pair metric is declared here (and computed below)
+    and nowhere else besides its `PairMetrics` column.
+    """
+    return [
+        (f"{column}_{reference}", f"{reference.capitalize()} {METRIC_LABELS[column][0]} {METRIC_LABELS[column][1]}")
+        for reference in REFERENCES
+        for column in METRIC_COLUMNS
+    ]
 
 SKIP_REASONS = (
     "output_missing",
@@ -84,13 +105,6 @@ class MetricModels:
     @property
     def nets(self) -> tuple[str, ...]:
         return tuple(net for net in NETS if net in self.lpips)
-
-
-def load_metric_models(
-    spec: ModelSpec, device: str | torch.device = "cpu", *, nets: Sequence[str] = NETS, key: str = "lpips"
-) -> MetricModels:
-    """Load one LPIPS network per trunk in `nets` through :func:`pmg.models.load_lpips`."""
-    return MetricModels({net: load_lpips(spec, device, net=net, key=key) for net in nets})
 
 
 # ---------------------------------------------------------------- images
@@ -384,6 +398,55 @@ class Evaluation:
     pairs: pd.DataFrame
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     issues: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ISSUE_COLUMNS))
+
+
+OUTPUT_COLUMNS = ["variant", "user_id", "target_item", "image"]
+_PAIR = ["user_id", "scenario", "target_item"]
+
+
+def chosen_outputs(scores: pd.DataFrame, candidates: pd.DataFrame, candidates_dir: Path) -> pd.DataFrame:
+    """One row per scored pair: the chosen candidate's `variant` and `image` path (None when missing).
+
+    Args:
+        scores: a `Scores` table.
+        candidates: the `Candidates` table it scored.
+        candidates_dir: the folder the candidates' `image_path`s are relative to.
+
+    A chosen candidate absent from the Candidates table (tables out of step)
+    keeps its pair with no image, so it is counted as `output_missing`. Rows
+    come in the Scores table's order.
+    """
+    chosen = scores.loc[scores["chosen"], [*_PAIR, "candidate"]]
+    merged = chosen.merge(
+        candidates[[*_PAIR, "candidate", "variant", "image_path"]], on=[*_PAIR, "candidate"], how="left"
+    )
+    merged["image"] = [None if pd.isna(p) else Path(candidates_dir) / str(p) for p in merged["image_path"]]
+    return merged
+
+
+def requests_from_outputs(outputs: pd.DataFrame, prepared, default_variant: str) -> list[EvalRequest]:
+    """EvalRequests of chosen outputs (`chosen_outputs`) against the prepared history and target images.
+
+    A row's `variant` names its request (`default_variant` where it has none);
+    an item without a catalogued image is a missing image, counted downstream.
+    """
+    history_of = {
+        str(u): json.loads(h) for u, h in zip(prepared.splits["user_id"], prepared.splits["history_items"])
+    }
+
+    def image_of(item: str) -> Path | None:
+        try:
+            return prepared.image_file(item)
+        except Exception:  # noqa: BLE001 - unknown item: counted as a missing image
+            return None
+
+    requests = []
+    for row in outputs.itertuples(index=False):
+        user, target = str(row.user_id), str(row.target_item)
+        variant = default_variant if pd.isna(getattr(row, "variant", None)) else str(row.variant)
+        history = tuple((item, image_of(item)) for item in history_of.get(user, []))
+        requests.append(EvalRequest(user, target, row.image, history, image_of(target), variant))
+    return requests
 
 
 PAIR_COLUMNS = (

@@ -12,14 +12,15 @@ they are and scaled up by the browser without smoothing), CSS is inline,
 links are in-page anchors; nothing is fetched. Text is escaped by Jinja2's
 autoescaping. Missing inputs (a stage not run, an image gone) leave their
 part of the report empty or marked "missing" — the report never fails for
-them. `metrics/report.json` gathers every scenario's metrics and their
-pair-weighted overall (`pmg.evaluate.stage.summarize_scenarios`); the other
-metrics and plots are read where `pmg.evaluate.stage.Locations` puts them.
+them.
 
-Beside the HTML: `<report.out>/headline.md`, PMG vs no personalisation per
-scenario from the ablation metrics (`headline_markdown`), and
-`report.grid_png`, a small PNG of each scenario's first gallery pair for the
-README (`pmg.evaluate.gallery_png`).
+This module renders; the `report` stage (`pmg.stages.report`) reads every
+input into a :class:`ScenarioInputs` per scenario and writes what comes out:
+the HTML, `<report.out>/headline.md` (PMG vs no personalisation per
+scenario from the ablation metrics, `headline_markdown`), `report.grid_png`
+(a small PNG of each scenario's first gallery pair for the README,
+`pmg.evaluate.gallery_png`) and `metrics/report.json` (every scenario's
+metrics and their pair-weighted overall, `overall_metrics`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import datetime as _dt
 import io
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,38 +38,15 @@ import pandas as pd
 from PIL import Image
 
 from pmg.config import Params
-from pmg.io import read_table, write_json_atomic, write_text_atomic
+from pmg.evaluate.gallery_png import read_rgb
+from pmg.evaluate.metrics import METRIC_COLUMNS, METRIC_LABELS, metric_headers
+from pmg.scenarios import get as get_scenario
+from pmg.text import md_escape, natural_key
 
 log = logging.getLogger(__name__)
 
 PAIR = ["user_id", "scenario", "target_item"]
-OVERALL_KEYS = (
-    "lpips_alex_history",
-    "lpips_vgg_history",
-    "ssim_history",
-    "lpips_alex_target",
-    "lpips_vgg_target",
-    "ssim_target",
-    "n_pairs",
-    "n_skipped",
-)
-GROUND_TRUTH_NOTES = {
-    "clothing": (
-        "Share of outputs whose garment colour / pattern, measured on the pixels, is the user's latent "
-        "preferred one; *_target_differs: only pairs whose target item has another colour / pattern "
-        "(where personalisation must change the image). target_image: the target item's own image."
-    ),
-    "movies": (
-        "Genres named by the keywords vs the genres of the user's history items: precision (of the genres "
-        "named) and recall (of the history's genres). target_keywords = the non-personalised baseline."
-    ),
-    "emoji": (
-        "Share of users whose keywords mention their latent character and the conversation's emotion; "
-        "*_target_differs: only users whose target emoji shows another character / emotion."
-    ),
-}
-
-
+OVERALL_KEYS = (*(key for key, _ in metric_headers()), "n_pairs", "n_skipped")
 @dataclass
 class Cell:
     """One image of the gallery: `src` a data URI (None = missing), caption lines, chosen ring.
@@ -84,15 +63,39 @@ class Cell:
     label: tuple[str, ...] = ()
 
 
-def read_rgb(path: str | Path | None) -> Image.Image | None:
-    """The image at `path` as RGB, or None when there is none or it cannot be read."""
-    if path is None:
-        return None
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except (OSError, ValueError):
-        return None
+@dataclass
+class ScenarioInputs:
+    """What the report shows of one scenario, as the `report` stage read it (None / empty = not run).
+
+    Attributes:
+        name: the scenario.
+        metrics: its `evaluate` metrics (with `ground_truth`).
+        ablation_metrics: `{variant: metrics}` of its ablation runs.
+        ablation_report: the ablation stage's `report.json` (variants, runs, skipped).
+        ablation_ground_truth: `{variant or keyword source: rates}` of the ablations.
+        prepared: the `PreparedScenario`, or None.
+        scores: the main run's `Scores` table.
+        candidates: the main run's `Candidates` table.
+        candidates_dir: the folder the candidates' image paths are relative to.
+        keywords: the `Keywords` table.
+        pair_metrics: the main run's `PairMetrics` table.
+        ablation_outputs: (user, target) -> [(variant, chosen image path)].
+        case_study: the weight case study's long table (`pmg.evaluate.weights`).
+    """
+
+    name: str
+    metrics: dict = field(default_factory=dict)
+    ablation_metrics: dict = field(default_factory=dict)
+    ablation_report: dict = field(default_factory=dict)
+    ablation_ground_truth: dict = field(default_factory=dict)
+    prepared: object | None = None
+    scores: pd.DataFrame | None = None
+    candidates: pd.DataFrame | None = None
+    candidates_dir: Path | None = None
+    keywords: pd.DataFrame | None = None
+    pair_metrics: pd.DataFrame | None = None
+    ablation_outputs: dict[tuple[str, str], list[tuple[str, Path | None]]] = field(default_factory=dict)
+    case_study: pd.DataFrame | None = None
 
 
 def image_data_uri(path: str | Path | None, thumbnail: int) -> str | None:
@@ -125,31 +128,6 @@ def _fmt_rate(value, count) -> str:
     return f"{value:.2f} (n={count})" if count is not None else f"{value:.2f}"
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        log.warning("report: %s is not valid JSON; left out", path)
-        return None
-
-
-def _ablation_metrics(locations, scenario: str) -> dict[str, dict]:
-    """`{variant: {metric: value}}` of the scenario's ablation runs (empty when not run)."""
-    return (_read_json(locations.ablation_metrics(scenario)) or {}).get(scenario) or {}
-
-
-def _table_or_none(path: Path, schema) -> pd.DataFrame | None:
-    return read_table(path, schema) if path.is_file() else None
-
-
-def _natural(value: str) -> tuple:
-    from pmg.method.describe import natural_key
-
-    return natural_key(value)
-
-
 def _reason_text(counts: dict | None) -> str:
     counts = {k: v for k, v in (counts or {}).items() if v}
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
@@ -173,7 +151,7 @@ def _gallery(
     merged = scores.merge(candidates[[*PAIR, "candidate", "image_path"]], on=[*PAIR, "candidate"], how="left")
     keys = sorted(
         {(str(u), str(t)) for u, t in zip(merged["user_id"], merged["target_item"])},
-        key=lambda k: (_natural(k[0]), _natural(k[1])),
+        key=lambda k: (natural_key(k[0]), natural_key(k[1])),
     )
     history_of = {
         str(u): json.loads(h) for u, h in zip(prepared.splits["user_id"], prepared.splits["history_items"])
@@ -257,84 +235,48 @@ def _gallery(
     return gallery
 
 
-def _ablation_outputs(
-    ablation_dir: Path, scenario: str
-) -> dict[tuple[str, str], list[tuple[str, Path | None]]]:
-    """(user, target) -> [(variant, chosen image)] from the ablation runs (empty when none)."""
-    from pmg.schemas import Candidates, Scores
-
-    report = _read_json(ablation_dir / "report.json")
-    out: dict[tuple[str, str], list[tuple[str, Path | None]]] = {}
-    if not report:
-        return out
-    for name in report.get("variants", []):
-        run = report.get("runs", {}).get(name)
-        if not run:
-            continue
-        folder = ablation_dir / "runs" / run / scenario
-        scores = _table_or_none(folder / "scores.parquet", Scores)
-        candidates = _table_or_none(folder / "candidates.parquet", Candidates)
-        if scores is None or candidates is None:
-            continue
-        chosen = scores[scores["chosen"]].merge(
-            candidates[[*PAIR, "candidate", "image_path"]], on=[*PAIR, "candidate"], how="left"
-        )
-        for row in chosen.itertuples(index=False):
-            path = None if pd.isna(row.image_path) else folder / str(row.image_path)
-            out.setdefault((str(row.user_id), str(row.target_item)), []).append((name, path))
-    return out
-
-
-def scenario_section(params: Params, scenario: str, *, locations) -> dict:
+def scenario_section(params: Params, inputs: ScenarioInputs) -> dict:
     """Everything the template shows for one scenario (missing inputs give empty parts)."""
     from markupsafe import Markup
 
-    from pmg.data.store import read_scenario
     from pmg.evaluate.ablations import TABLES, ablation_tables, variants
-    from pmg.evaluate.weights import read_case_study, weights_svg
-    from pmg.schemas import Candidates, Keywords, PairMetrics, Scores
+    from pmg.evaluate.weights import LONG_COLUMNS, weights_svg
 
-    eval_dir = Path(params.evaluate.out) / scenario
-    abl_dir = Path(params.evaluate.ablations_out) / scenario
-    metrics = _read_json(locations.evaluate_metrics(scenario)) or {}
-    prepared_dir = Path(params.prepare.out) / scenario
-    prepared = read_scenario(prepared_dir) if (prepared_dir / "items.parquet").is_file() else None
-
-    ablation_metrics = _ablation_metrics(locations, scenario)
-    ablation_report = _read_json(abl_dir / "report.json") or {}
+    scenario = inputs.name
+    metrics = inputs.metrics or {}
     tables = []
-    if ablation_metrics or ablation_report:
-        rows = ablation_tables(ablation_metrics, variants(params), ablation_report.get("skipped", {}))
+    if inputs.ablation_metrics or inputs.ablation_report:
+        rows = ablation_tables(
+            inputs.ablation_metrics, variants(params), (inputs.ablation_report or {}).get("skipped", {})
+        )
         tables = [{"title": TABLES[name], "rows": r} for name, r in rows.items() if r]
 
     ground_truth: dict[str, dict] = {}
     for name, entry in (metrics.get("ground_truth") or {}).items():
         ground_truth[f"main run: {name}"] = entry
-    ablation_truth = (_read_json(locations.ablation_ground_truth(scenario)) or {}).get(scenario) or {}
+    ablation_truth = inputs.ablation_ground_truth or {}
     order = {v.name: k for k, v in enumerate(variants(params))}  # the tables' row order, extras last
     for name in sorted(ablation_truth, key=lambda n: (order.get(n, len(order)), n)):
         ground_truth[f"ablation: {name}"] = ablation_truth[name]
     checks = sorted({k for e in ground_truth.values() for k in e if not k.startswith("n_")})
 
-    candidates_dir = Path(params.generate.out) / scenario
     gallery = []
-    if prepared is not None:
+    if inputs.prepared is not None:
         gallery = _gallery(
             params,
             scenario,
-            prepared,
-            scores=_table_or_none(Path(params.select.out) / f"{scenario}.parquet", Scores),
-            candidates=_table_or_none(candidates_dir / "candidates.parquet", Candidates),
-            candidates_dir=candidates_dir,
-            keywords=_table_or_none(Path(params.keywords.out) / f"{scenario}.parquet", Keywords),
-            pair_metrics=_table_or_none(eval_dir / "pairs.parquet", PairMetrics),
-            ablation_outputs=_ablation_outputs(abl_dir, scenario),
+            inputs.prepared,
+            scores=inputs.scores,
+            candidates=inputs.candidates,
+            candidates_dir=Path(inputs.candidates_dir or "."),
+            keywords=inputs.keywords,
+            pair_metrics=inputs.pair_metrics,
+            ablation_outputs=inputs.ablation_outputs,
         )
     variant_name = ""
-    pairs_file = eval_dir / "pairs.parquet"
-    if pairs_file.is_file():
-        names = read_table(pairs_file, PairMetrics)["variant"].unique()
-        variant_name = ", ".join(sorted(map(str, names)))
+    if inputs.pair_metrics is not None:
+        variant_name = ", ".join(sorted(map(str, inputs.pair_metrics["variant"].unique())))
+    case_study = inputs.case_study if inputs.case_study is not None else pd.DataFrame(columns=LONG_COLUMNS)
     return {
         "name": scenario,
         "metrics": metrics,
@@ -344,45 +286,75 @@ def scenario_section(params: Params, scenario: str, *, locations) -> dict:
         "ablation_tables": tables,
         "ground_truth": list(ground_truth.items()),
         "ground_truth_checks": checks,
-        "ground_truth_note": GROUND_TRUTH_NOTES.get(scenario, ""),
-        "weights_svg": Markup(weights_svg(read_case_study(locations.weights_csv(scenario)))),
+        "ground_truth_note": get_scenario(scenario).ground_truth_note,
+        "weights_svg": Markup(weights_svg(case_study)),
         "gallery": gallery,
     }
 
 
-def render_report(params: Params, *, locations=None, sections: list[dict] | None = None) -> str:
+def render_report(params: Params, sections: list[dict], overall: Mapping) -> str:
     """The report's HTML text (see the module docstring); `sections` as `scenario_section` gives them."""
     import jinja2
 
     from pmg.evaluate.ablations import TABLE_METRICS
-    from pmg.evaluate.stage import Locations, summarize_scenarios
     from pmg.evaluate.templates import FIGURE_MACRO, REPORT_TEMPLATE
 
-    locations = locations or Locations()
     env = jinja2.Environment(
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
     macro = env.from_string(FIGURE_MACRO).make_module({"size": params.report.thumbnail})
     template = env.from_string(REPORT_TEMPLATE)
-    summary = summarize_scenarios(params, locations=locations)
     return template.render(
         title=params.report.title,
         profile=params.base.profile,
         image_size=params.evaluate.image_size,
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        scenarios=(
-            sections
-            if sections is not None
-            else [scenario_section(params, s, locations=locations) for s in params.base.scenarios]
-        ),
-        overall=summary.get("overall") or {},
+        scenarios=sections,
+        overall=overall or {},
         overall_keys=OVERALL_KEYS,
         ablation_headers=[title for _, title in TABLE_METRICS],
         ablation_keys=[key for key, _ in TABLE_METRICS],
+        metric_columns=[(column, " ".join(METRIC_LABELS[column])) for column in METRIC_COLUMNS],
         fmt=_fmt,
         fmt_rate=_fmt_rate,
         figure=macro.figure,
     )
+
+
+def overall_metrics(per_scenario: Mapping[str, Mapping]) -> dict:
+    """Every scenario's evaluate metrics and their pair-weighted overall, nested for DVC.
+
+    Args:
+        per_scenario: `{scenario: its evaluate metrics}` (scenarios without
+            metrics left out).
+
+    Returns:
+        `{"overall": {...}, "<scenario>": {...}, ...}`: per scenario its
+        metrics (without ground truth); overall, each `*_history` metric
+        averaged over scenarios weighted by `n_history` (`*_target` by
+        `n_target`), and the counts summed.
+    """
+    per: dict[str, dict] = {}
+    for scenario, data in per_scenario.items():
+        data = dict(data)
+        data.pop("ground_truth", None)
+        per[scenario] = data
+    overall: dict = {}
+    if per:
+        keys = [
+            k
+            for k in next(iter(per.values()))
+            if k.endswith(("_history", "_target")) and not k.startswith("n_")
+        ]
+        for key in keys:
+            weight_key = "n_history" if key.endswith("_history") else "n_target"
+            pairs = [(m.get(key), m.get(weight_key, 0)) for m in per.values()]
+            pairs = [(v, w) for v, w in pairs if v is not None and w]
+            total = sum(w for _, w in pairs)
+            overall[key] = round(sum(v * w for v, w in pairs) / total, 6) if total else None
+        for key in ("n_pairs", "n_history", "n_target", "n_skipped"):
+            overall[key] = int(sum(m.get(key, 0) for m in per.values()))
+    return {"overall": overall, **per}
 
 
 # ------------------------------------------------------------------ headline
@@ -439,24 +411,24 @@ def headline_row(scenario: str, variant: str, ablation_metrics: dict) -> list[st
     ]
 
 
-def headline_markdown(params: Params, *, locations=None) -> str:
+def headline_markdown(params: Params, ablation_metrics: Mapping[str, Mapping]) -> str:
     """PMG vs no personalisation per scenario, as a Markdown table (from the ablation metrics).
 
     The ablation runs generate the same pairs with the same seeds for every
     variant, so the two columns differ only in the conditioning.
-    """
-    from pmg.evaluate.ablations import _md_escape
-    from pmg.evaluate.stage import Locations
 
-    locations = locations or Locations()
+    Args:
+        params: all parameters (`base.scenarios`, `train_soft.scenarios`).
+        ablation_metrics: `{scenario: {variant: metrics}}` (a scenario not run: missing or empty).
+    """
     lines = [
         "| " + " | ".join(HEADLINE_COLUMNS) + " |",
         "|" + "|".join(["---", "---"] + ["---:"] * (len(HEADLINE_COLUMNS) - 2)) + "|",
     ]
     for scenario in params.base.scenarios:
-        metrics = _ablation_metrics(locations, scenario)
+        metrics = dict(ablation_metrics.get(scenario) or {})
         row = headline_row(scenario, pmg_variant(params, scenario, metrics), metrics)
-        lines.append("| " + " | ".join(_md_escape(cell) for cell in row) + " |")
+        lines.append("| " + " | ".join(md_escape(cell) for cell in row) + " |")
     lines += [
         "",
         "LPIPS: lower = more similar; SSIM: higher = more similar; means over the ablation pairs. "
@@ -464,36 +436,3 @@ def headline_markdown(params: Params, *, locations=None) -> str:
         "(negative = closer to the user's history = more personalised).",
     ]
     return "\n".join(lines) + "\n"
-
-
-def run_report(params: Params, *, out_dir: str | Path | None = None, locations=None) -> Path:
-    """The `report` stage: write `<report.out>/index.html`, `<report.out>/headline.md`,
-    `report.grid_png` and `metrics/report.json` (each atomically).
-
-    Args:
-        params: all parameters.
-        out_dir: default `report.out`.
-        locations: a `pmg.evaluate.stage.Locations` (default `metrics/`, `plots/`).
-
-    Returns:
-        The path of `index.html`.
-    """
-    from pmg.evaluate.gallery_png import write_gallery_png
-    from pmg.evaluate.stage import Locations, summarize_scenarios
-
-    locations = locations or Locations()
-    out = Path(out_dir or params.report.out)
-    sections = [scenario_section(params, s, locations=locations) for s in params.base.scenarios]
-    html_text = render_report(params, locations=locations, sections=sections)
-    index = out / "index.html"
-    write_text_atomic(index, html_text)
-    write_text_atomic(out / HEADLINE_FILE, headline_markdown(params, locations=locations))
-    # The grid shows the first pair the HTML gallery shows, per scenario.
-    write_gallery_png(
-        [(s["name"], s["gallery"][0] if s["gallery"] else None) for s in sections],
-        params.report.grid_png,
-        tile=params.report.grid_tile,
-    )
-    write_json_atomic(locations.report_metrics(), summarize_scenarios(params, locations=locations))
-    log.info("report: %s (%.0f kB)", index, len(html_text) / 1024)
-    return index

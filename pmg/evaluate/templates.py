@@ -63,11 +63,11 @@ REPORT_TEMPLATE = r"""<!DOCTYPE html>
   {% if s.metrics %}
   <h3>Main run ({{ s.variant }}): chosen outputs against history and target</h3>
   <table>
-    <tr><th class="label">reference</th><th>LPIPS-Alex ↓</th><th>LPIPS-VGG ↓</th><th>SSIM ↑</th><th>pairs</th></tr>
+    <tr><th class="label">reference</th>{% for _, header in metric_columns %}<th>{{ header }}</th>{% endfor %}<th>pairs</th></tr>
     {% for ref in ["history", "target"] %}
     <tr><td class="label">{{ ref }}</td>
-      <td>{{ fmt(s.metrics.get("lpips_alex_" ~ ref)) }}</td><td>{{ fmt(s.metrics.get("lpips_vgg_" ~ ref)) }}</td>
-      <td>{{ fmt(s.metrics.get("ssim_" ~ ref)) }}</td><td>{{ s.metrics.get("n_" ~ ref) }}</td></tr>
+      {% for column, _ in metric_columns %}<td>{{ fmt(s.metrics.get(column ~ "_" ~ ref)) }}</td>{% endfor %}
+      <td>{{ s.metrics.get("n_" ~ ref) }}</td></tr>
     {% endfor %}
   </table>
   <p class="note">{{ s.metrics.get("n_pairs") }} pairs, {{ s.metrics.get("n_skipped") }} skipped whole.

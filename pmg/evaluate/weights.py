@@ -9,8 +9,9 @@ where `z` peaks.
 Outputs:
 
 * a long-format table (`pair, user_id, target_item, w_p, w_t, metric,
-  value, chosen`) written as CSV — DVC renders it with `x: w_p, y: value`
-  (one line per `pair` and `metric`);
+  value, chosen`) as CSV text (`case_study_csv`; the `evaluate` stage writes
+  it under `plots/`) — DVC renders it with `x: w_p, y: value` (one line per
+  `pair` and `metric`);
 * a small self-drawn SVG (no plotting library): one panel per metric, one
   line per pair, the chosen candidate ringed. Hand-drawn SVG keeps the
   report self-contained and needs no extra dependency.
@@ -19,23 +20,17 @@ Outputs:
 from __future__ import annotations
 
 import html
+import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
-from pmg.io import atomic_path
+from pmg.text import natural_key
 
 METRICS = ("d_p", "d_t", "z")
 METRIC_TITLES = {"d_p": "preference score d_p", "d_t": "accuracy score d_t", "z": "z (selection score)"}
 LONG_COLUMNS = ["pair", "user_id", "target_item", "w_p", "w_t", "metric", "value", "chosen"]
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
-
-
-def _natural(value: str) -> tuple:
-    from pmg.method.describe import natural_key
-
-    return natural_key(value)
 
 
 def case_study(scores: pd.DataFrame, *, pairs: int = 3) -> pd.DataFrame:
@@ -52,7 +47,7 @@ def case_study(scores: pd.DataFrame, *, pairs: int = 3) -> pd.DataFrame:
     if scores.empty:
         return pd.DataFrame(columns=LONG_COLUMNS)
     sizes = scores.groupby(["user_id", "target_item"], sort=False).size()
-    keys = sorted((k for k, n in sizes.items() if n >= 2), key=lambda k: (_natural(k[0]), _natural(k[1])))[
+    keys = sorted((k for k, n in sizes.items() if n >= 2), key=lambda k: (natural_key(k[0]), natural_key(k[1])))[
         :pairs
     ]
     rows = []
@@ -171,22 +166,16 @@ def weights_svg(frame: pd.DataFrame, *, panel_width: int = 230, panel_height: in
     return "\n".join(parts)
 
 
-def write_case_study(frame: pd.DataFrame, csv_path: str | Path, svg_path: str | Path | None = None) -> None:
-    """Write the long table as CSV and, optionally, the SVG chart (both atomically)."""
-    with atomic_path(csv_path) as tmp:
-        frame[LONG_COLUMNS].to_csv(tmp, index=False)
-    if svg_path is not None:
-        with atomic_path(svg_path) as tmp:
-            tmp.write_text(weights_svg(frame), encoding="utf-8")
+def case_study_csv(frame: pd.DataFrame) -> str:
+    """The long table as CSV text (the columns `LONG_COLUMNS`, no index)."""
+    return frame[LONG_COLUMNS].to_csv(index=False)
 
 
-def read_case_study(csv_path: str | Path) -> pd.DataFrame:
-    """Read a case-study CSV back (empty frame when the file is missing)."""
-    path = Path(csv_path)
-    if not path.is_file():
+def parse_case_study(text: str) -> pd.DataFrame:
+    """A case-study CSV (`case_study_csv`) back as a frame (ids kept as strings)."""
+    if not text.strip():
         return pd.DataFrame(columns=LONG_COLUMNS)
-    frame = pd.read_csv(path, dtype={"user_id": str, "target_item": str, "pair": str})
-    return frame
+    return pd.read_csv(io.StringIO(text), dtype={"user_id": str, "target_item": str, "pair": str})
 
 
-__all__: Sequence[str] = ["case_study", "read_case_study", "weights_svg", "write_case_study"]
+__all__: Sequence[str] = ["case_study", "case_study_csv", "parse_case_study", "weights_svg"]

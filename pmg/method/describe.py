@@ -18,7 +18,8 @@ An item's line is built from
 LLM answers with nothing usable is replaced by the text cut at a word
 boundary, and the line's source stays `text`. Each distinct item is described
 once per call, however many users share it; with the cached wrappers of
-`pmg.method.llm_cache` a re-run costs no model call at all.
+`pmg.method.llm_cache` (the stages wrap the models they load, see
+`pmg.stages.loaders`) a re-run costs no model call at all.
 """
 
 from __future__ import annotations
@@ -29,25 +30,19 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 from PIL import Image
 
-from pmg.config import DescribeConfig, Params
-from pmg.data.store import PreparedScenario, read_scenario
+from pmg.config import DescribeConfig
+from pmg.data.store import PreparedScenario
 from pmg.io import validate
-from pmg.method.llm_cache import (
-    CachedCaptioner,
-    CachedLLM,
-    ContentCache,
-    captioner_id_of,
-    count_tokens,
-    model_id_of,
-)
+from pmg.method.llm_cache import CachedCaptioner, CachedLLM, ask_llm, count_tokens
 from pmg.method.prompts import PromptSet, load_prompt_set
 from pmg.schemas import Descriptions
+from pmg.text import natural_key
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +50,38 @@ COLUMNS = ["user_id", "scenario", "kind", "ref", "position", "line", "source"]
 _SUMMARY_PREFIX = re.compile(r"^\s*(?:sentence|summary|description|answer)\s*:\s*", re.IGNORECASE)
 
 
-def natural_key(value: str) -> tuple:
-    """Sort key that orders "2" before "10" and "c0002" before "c0010"."""
-    return tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
-        for part in re.split(r"(\d+)", str(value))
-        if part
-    )
+@dataclass(frozen=True)
+class DescribeReport:
+    """What one `describe` call did and skipped (JSON-able; the stage's metrics).
+
+    Attributes:
+        scenario: the scenario described.
+        template_version: its prompt templates' version.
+        users_requested: users asked for.
+        users_described: users with a split (the others are in `skipped_users`).
+        skipped_users: reason -> user ids.
+        skipped_items: reason -> number of history items left out.
+        lines: rows of the `Descriptions` table.
+        line_sources: `source` -> rows.
+        llm_cache: the cached LLM's hits / misses / calls (None without a cache).
+        caption_cache: the same for the captioner.
+        seconds: wall time.
+    """
+
+    scenario: str
+    template_version: str
+    users_requested: int
+    users_described: int
+    skipped_users: dict[str, list[str]]
+    skipped_items: dict[str, int]
+    lines: int
+    line_sources: dict[str, int]
+    llm_cache: dict | None
+    caption_cache: dict | None
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def select_users(splits: pd.DataFrame, max_users: int | None) -> list[str]:
@@ -86,18 +106,6 @@ def clean_summary(answer: str, limit: int) -> str:
         if sum(ch.isalpha() for ch in line) >= 3:
             return cut(line, limit)
     return ""
-
-
-def generate(
-    llm: Any, prompts: list[str], *, max_new_tokens: int, template_version: str, stop: Any = None
-) -> list[str]:
-    """Call `llm.generate`, passing the template version to a cached LLM (and stop rules, when given)."""
-    if not prompts:
-        return []
-    extra = {} if stop is None else {"stop": stop}
-    if isinstance(llm, CachedLLM):
-        return llm.generate(prompts, max_new_tokens=max_new_tokens, template_version=template_version, **extra)
-    return llm.generate(prompts, max_new_tokens=max_new_tokens, **extra)
 
 
 def _fit_summary_prompt(text: str, noun: str, *, llm: Any, cfg: DescribeConfig, prompts: PromptSet) -> str:
@@ -127,7 +135,7 @@ def _summarise(
         else:
             long_at.append(i)
     rendered = [_fit_summary_prompt(texts[i], noun, llm=llm, cfg=cfg, prompts=prompts) for i in long_at]
-    answers = generate(
+    answers = ask_llm(
         llm, rendered, max_new_tokens=cfg.summary_max_new_tokens, template_version=prompts.version
     )
     for i, answer in zip(long_at, answers):
@@ -196,7 +204,7 @@ def describe(
     llm: Any,
     captioner: Any,
     cfg: DescribeConfig,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, DescribeReport]:
     """The `Descriptions` table of `users`.
 
     Args:
@@ -208,8 +216,8 @@ def describe(
 
     Returns:
         A validated `Descriptions` frame, rows per user in the order history
-        (oldest first), conversation (by turn), target, supervision.
-        `frame.attrs["report"]` holds what was done and skipped (JSON-able).
+        (oldest first), conversation (by turn), target, supervision; and
+        what was done and skipped.
     """
     started = time.perf_counter()
     prompts = load_prompt_set(prepared.scenario)
@@ -269,23 +277,23 @@ def describe(
 
     frame = validate(pd.DataFrame(rows, columns=COLUMNS), Descriptions, f"describe[{prepared.scenario}]")
     sources = Counter(frame["source"])
-    frame.attrs["report"] = {
-        "scenario": prepared.scenario,
-        "template_version": prompts.version,
-        "users_requested": len(users),
-        "users_described": len(plan),
-        "skipped_users": {reason: ids for reason, ids in skipped.items()},
-        "skipped_items": {reason: n for reason, n in dropped_items.items() if n},
-        "lines": len(frame),
-        "line_sources": dict(sources),
-        "llm_cache": llm.stats.as_dict() if isinstance(llm, CachedLLM) else None,
-        "caption_cache": captioner.stats.as_dict() if isinstance(captioner, CachedCaptioner) else None,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    return frame
+    report = DescribeReport(
+        scenario=prepared.scenario,
+        template_version=prompts.version,
+        users_requested=len(users),
+        users_described=len(plan),
+        skipped_users={reason: ids for reason, ids in skipped.items()},
+        skipped_items={reason: n for reason, n in dropped_items.items() if n},
+        lines=len(frame),
+        line_sources=dict(sources),
+        llm_cache=llm.stats.as_dict() if isinstance(llm, CachedLLM) else None,
+        caption_cache=captioner.stats.as_dict() if isinstance(captioner, CachedCaptioner) else None,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return frame, report
 
 
-# ------------------------------------------------------------------------ stage
+# ------------------------------------------------------------------ captioner
 
 
 def caption_vocabulary(prepared: PreparedScenario, prompts: PromptSet) -> list[str]:
@@ -302,56 +310,16 @@ def caption_vocabulary(prepared: PreparedScenario, prompts: PromptSet) -> list[s
     return phrases
 
 
-def cached_llm(params: Params, llm: Any, cache_dir: str | Path, batch_size: int) -> CachedLLM | None:
-    """Wrap `llm` in a `CachedLLM` on `cache_dir` (already wrapped or None: as is)."""
-    if llm is None or isinstance(llm, CachedLLM):
-        return llm
-    return CachedLLM(
-        llm, model_id_of(params.profile.llm, llm), ContentCache(cache_dir), batch_size=batch_size
-    )
+def with_vocabulary(captioner: Any, prepared: PreparedScenario, cfg: DescribeConfig) -> Any:
+    """`captioner` choosing from the scenario's vocabulary when it is a clip-retrieval one.
 
-
-def run_describe(
-    params: Params,
-    scenario: str,
-    *,
-    llm: Any,
-    captioner: Any,
-    prepared: PreparedScenario | None = None,
-    users: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """The `describe` stage for one scenario, without file writes.
-
-    Reads `<prepare.out>/<scenario>`, selects `describe.max_users` users (the
-    first by id), wraps the models in the on-disk cache `describe.llm_cache`,
-    gives a clip-retrieval captioner the scenario's vocabulary, and returns
-    the `Descriptions` table (write it with `pmg.io.write_table`).
-
-    Args:
-        params: all parameters (the `describe` section and the profile's
-            model specs, for the cache identities, are used).
-        scenario: clothing, movies or emoji.
-        llm: the loaded LLM (or None: long texts are cut, not summarised).
-        captioner: the loaded captioner (or None: lines from text only).
-        prepared: the prepared scenario (default: read from `prepare.out`;
-            `pmg personalize` passes one whose split names another target).
-        users: the users to describe (default: `describe.max_users` first).
+    Other captioners, a cached one (whose vocabulary is part of its cache
+    identity, so it must be set before wrapping) or None come back as they are.
     """
-    cfg = params.describe
-    prepared = prepared if prepared is not None else read_scenario(Path(params.prepare.out) / scenario)
-    prompts = load_prompt_set(scenario)
-    users = list(users) if users is not None else select_users(prepared.splits, cfg.max_users)
-    cache = ContentCache(cfg.llm_cache)
-    if captioner is not None and cfg.captions and not isinstance(captioner, CachedCaptioner):
-        if hasattr(captioner, "with_vocabulary"):
-            vocabulary = caption_vocabulary(prepared, prompts)
-            if vocabulary:
-                captioner = captioner.with_vocabulary(vocabulary, top_k=cfg.caption_top_k)
-        captioner = CachedCaptioner(captioner, captioner_id_of(params.profile.captioner, captioner), cache)
-    return describe(
-        prepared,
-        users,
-        llm=cached_llm(params, llm, cfg.llm_cache, cfg.batch_size),
-        captioner=captioner,
-        cfg=cfg,
-    )
+    if captioner is None or not cfg.captions or isinstance(captioner, CachedCaptioner):
+        return captioner
+    if hasattr(captioner, "with_vocabulary"):
+        vocabulary = caption_vocabulary(prepared, load_prompt_set(prepared.scenario))
+        if vocabulary:
+            return captioner.with_vocabulary(vocabulary, top_k=cfg.caption_top_k)
+    return captioner

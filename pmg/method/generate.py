@@ -79,14 +79,14 @@ are generated once: K identical conditions would only differ by noise, and
 choosing among them by a score that contains `d_p` would let the preference
 in through the back door.
 
-Bad input (`run_generate`): a target item missing from the catalogue, or a
-user with no behaviour lines (no history), is skipped and counted in
-`frame.attrs["report"]`; an empty preference keyword list is encoded as the
+Bad input (`generate_pairs`): a target item missing from the catalogue, or a
+user with no behaviour lines (no history), is skipped and counted in the
+returned `GenerateReport`; an empty preference keyword list is encoded as the
 empty prompt, an empty target keyword list is replaced by the target item's
-title words — both recorded in `keyword_fallback`. Every image is written to
-a temporary name and renamed, inside a staging folder that replaces
-`<out>/<scenario>` only once the `Candidates` table has been written into it,
-last: a failed run leaves the previous output as it was.
+title words — both recorded in `keyword_fallback`. Nothing here touches the
+disk: each image goes to a `save` callback, and the `generate` stage
+(`pmg.stages.generate`) writes the images, the table and the report into a
+staging folder that replaces the output folder only when all of it is there.
 """
 
 from __future__ import annotations
@@ -95,24 +95,21 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 from PIL import Image
 
-from pmg.config import GenerateConfig, Params
-from pmg.data.store import read_scenario, staging_folder
+from pmg.config import GenerateConfig
 from pmg.errors import ConfigError
-from pmg.io import atomic_path, replace_folder, validate, write_json_atomic, write_table
-from pmg.method.describe import natural_key
+from pmg.io import validate
 from pmg.method.keywords import title_words
 from pmg.schemas import Candidates, Keywords
+from pmg.text import natural_key
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +117,6 @@ COLUMNS = [
     "user_id", "scenario", "target_item", "candidate", "w_p", "w_t", "seed", "mode", "variant",
     "preference_text", "target_text", "keyword_fallback", "image_path",
 ]
-TABLE_NAME = "candidates.parquet"
-REPORT_NAME = "report.json"
 SEED_LIMIT = 2**63  # seeds stay int64 in Parquet; torch takes any seed below 2**64
 FALLBACK_EMPTY_PREFERENCE = "preference_keywords empty: empty-string prompt"
 FALLBACK_NO_REPEAT = "preference_keywords empty: target keywords only"
@@ -141,7 +136,7 @@ class GenerationRequest:
             `keyword_fallback`).
         target_keywords: `k_t`, at least one.
         behaviour_prompt: the user's behaviour prompt for the soft preference
-            model (`pmg.method.soft.behaviour_prompt`); needed when
+            model (`pmg.method.soft.behaviour_prompts`); needed when
             `generate.use_soft`.
         keyword_fallback: fallbacks already taken when the request was built
             (e.g. target title words), `; `-joined; "" for none.
@@ -485,7 +480,7 @@ def generate_candidates(
     return GeneratedCandidates(list(images), rows, prompt_embeds, negative)
 
 
-# ---------------------------------------------------------------------- stage
+# ------------------------------------------------------------------- pairs
 
 
 def request_from_keywords(
@@ -517,20 +512,6 @@ def request_from_keywords(
     )
 
 
-def behaviour_prompts(descriptions: pd.DataFrame, scenario: str) -> dict[str, str]:
-    """The behaviour prompt of every user with history lines, from a `Descriptions` table.
-
-    The prompts come from `pmg.method.soft.behaviour_prompts`, the assembly
-    `train_soft` uses, so training and inference see the same text. Users
-    without history lines are left out (`run_generate` skips them).
-    """
-    from pmg.method.soft import behaviour_prompts as assemble
-
-    frame = descriptions[descriptions["scenario"] == scenario]
-    users = sorted(frame.loc[frame["kind"] == "history", "user_id"].astype(str).unique())
-    return assemble(scenario, frame, users)
-
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -547,51 +528,77 @@ def candidate_image_path(user_id: str, target_item: str, candidate: int) -> str:
     return f"{path_part(user_id)}/{path_part(target_item)}/cand_{candidate}.png"
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write `image` as PNG to a temporary name beside `path`, then rename it."""
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+@dataclass(frozen=True)
+class GenerateReport:
+    """What one `generate_pairs` call made and skipped (JSON-able; the stage's metrics).
+
+    Attributes:
+        scenario: the scenario.
+        mode: `generate.mode`.
+        variant: the personalisation variant (`variant_name`).
+        pairs_requested: rows of the Keywords table given.
+        pairs_generated: (user, target) pairs with candidates.
+        candidates: rows of the Candidates table.
+        skipped: reason -> user ids not generated.
+        skipped_count: their number.
+        keyword_fallbacks: fallback note -> pairs that took it.
+        seconds: wall time.
+    """
+
+    scenario: str
+    mode: str
+    variant: str
+    pairs_requested: int
+    pairs_generated: int
+    candidates: int
+    skipped: dict[str, list[str]]
+    skipped_count: int
+    keyword_fallbacks: dict[str, int]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def run_generate(
-    params: Params,
+def generate_pairs(
+    cfg: GenerateConfig,
     scenario: str,
     keywords: pd.DataFrame,
     behaviour: Mapping[str, str | None],
+    items: pd.DataFrame,
     *,
     generator: Any,
     soft_model: Any | None,
-    out_dir: str | Path | None = None,
-    items: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """The `generate` stage for one scenario: candidate PNGs and the `Candidates` table.
+    seed: int,
+    save: Callable[[str, Image.Image], None],
+) -> tuple[pd.DataFrame, GenerateReport]:
+    """Every pair's candidates: images to `save`, rows to the `Candidates` table.
 
-    Writes `<out>/<scenario>/<user>/<target>/cand_<k>.png`, then
-    `<out>/<scenario>/candidates.parquet` and `report.json`, all inside a
-    staging folder that replaces `<out>/<scenario>` at the end (on any
-    error the previous output stays as it was).
+    Pairs run in natural user order, one batched generator call each; each
+    image is handed to `save(relative_path, image)` as soon as it exists
+    (`relative_path` is `candidate_image_path`, relative to the folder the
+    table goes in), so memory holds one pair's images at a time.
 
     Args:
-        params: all parameters (`generate`, `base.seed`, `prepare.out`).
+        cfg: the `generate` section (or a variant's copy of it).
         scenario: clothing, movies or emoji.
-        keywords: the scenario's `Keywords` table.
-        behaviour: user id -> behaviour prompt (see `behaviour_prompts`); a
-            user missing here (or mapped to None/"") has no history and is
+        keywords: the scenario's `Keywords` table (other scenarios' rows are ignored).
+        behaviour: user id -> behaviour prompt (`pmg.method.soft.behaviour_prompts`);
+            a user missing here (or mapped to None/"") has no history and is
             skipped, in every variant, so ablations compare the same users.
+        items: the scenario's catalogue (titles of targets; unknown targets are skipped).
         generator: the loaded `ImageGenerator`.
         soft_model: the trained soft preference model; None only when
-            `generate.use_soft` is off.
-        out_dir: the output folder (default `generate.out`).
-        items: the scenario's catalogue (default: read from `prepare.out`).
+            `cfg.use_soft` is off.
+        seed: the base seed (`base.seed`); candidate seeds derive from it.
+        save: where each image goes.
 
     Returns:
-        The validated `Candidates` frame; `frame.attrs["report"]` counts the
-        pairs generated and skipped (by reason), candidates and seconds.
+        The validated `Candidates` frame and what was generated and skipped.
 
     Raises:
         ConfigError: `generate.use_soft` without a soft preference model.
     """
-    cfg = params.generate
     if cfg.use_soft and soft_model is None:
         raise ConfigError(
             "generate.use_soft is true but no soft preference model was given "
@@ -600,96 +607,66 @@ def run_generate(
     started = time.perf_counter()
     keywords = validate(keywords, Keywords, f"generate input (keywords[{scenario}])")
     keywords = keywords[keywords["scenario"] == scenario]
-    if items is None:
-        items = read_scenario(Path(params.prepare.out) / scenario).items
     title_of = dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
 
-    final = Path(out_dir or cfg.out) / scenario
-    staging = staging_folder(final)
     skipped: dict[str, list[str]] = {}
     fallbacks: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
-    try:
-        order = sorted(range(len(keywords)), key=lambda i: natural_key(str(keywords["user_id"].iloc[i])))
-        for i in order:
-            row = keywords.iloc[i]
-            user, target = str(row["user_id"]), str(row["target_item"])
-            if target not in title_of:
-                skipped.setdefault("target item not in catalogue", []).append(user)
-                continue
-            prompt = behaviour.get(user)
-            if not prompt:
-                skipped.setdefault("no history", []).append(user)
-                continue
-            request = request_from_keywords(row, title=title_of[target], behaviour_prompt=prompt)
-            result = generate_candidates(
-                request, generator=generator, soft_model=soft_model, cfg=cfg, seed=params.base.seed
-            )
-            for image, candidate in zip(result.images, result.rows):
-                relative = candidate_image_path(user, target, candidate["candidate"])
-                save_png(image, staging / relative)
-                rows.append({**candidate, "image_path": relative})
-            note = result.rows[0]["keyword_fallback"] if result.rows else ""
-            for part in filter(None, note.split("; ")):
-                fallbacks[part] = fallbacks.get(part, 0) + 1
-        frame = pd.DataFrame(rows, columns=COLUMNS)
-        report = {
-            "scenario": scenario,
-            "mode": cfg.mode,
-            "variant": variant_name(cfg.use_soft, cfg.use_keywords),
-            "pairs_requested": len(keywords),
-            "pairs_generated": int(frame[["user_id", "target_item"]].drop_duplicates().shape[0]),
-            "candidates": len(frame),
-            "skipped": skipped,
-            "skipped_count": sum(len(v) for v in skipped.values()),
-            "keyword_fallbacks": fallbacks,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        write_json_atomic(staging / REPORT_NAME, report)
-        frame = write_table(frame, staging / TABLE_NAME, Candidates)  # the table last
-        _swap(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    frame.attrs["report"] = report
+    order = sorted(range(len(keywords)), key=lambda i: natural_key(str(keywords["user_id"].iloc[i])))
+    for i in order:
+        row = keywords.iloc[i]
+        user, target = str(row["user_id"]), str(row["target_item"])
+        if target not in title_of:
+            skipped.setdefault("target item not in catalogue", []).append(user)
+            continue
+        prompt = behaviour.get(user)
+        if not prompt:
+            skipped.setdefault("no history", []).append(user)
+            continue
+        request = request_from_keywords(row, title=title_of[target], behaviour_prompt=prompt)
+        result = generate_candidates(request, generator=generator, soft_model=soft_model, cfg=cfg, seed=seed)
+        for image, candidate in zip(result.images, result.rows):
+            relative = candidate_image_path(user, target, candidate["candidate"])
+            save(relative, image)
+            rows.append({**candidate, "image_path": relative})
+        note = result.rows[0]["keyword_fallback"] if result.rows else ""
+        for part in filter(None, note.split("; ")):
+            fallbacks[part] = fallbacks.get(part, 0) + 1
+    frame = validate(pd.DataFrame(rows, columns=COLUMNS), Candidates, f"candidates[{scenario}]")
+    report = GenerateReport(
+        scenario=scenario,
+        mode=cfg.mode,
+        variant=variant_name(cfg.use_soft, cfg.use_keywords),
+        pairs_requested=len(keywords),
+        pairs_generated=int(frame[["user_id", "target_item"]].drop_duplicates().shape[0]),
+        candidates=len(frame),
+        skipped=skipped,
+        skipped_count=sum(len(v) for v in skipped.values()),
+        keyword_fallbacks=fallbacks,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     log.info(
         "generate[%s]: %d candidates for %d pairs, %d skipped",
-        scenario, len(frame), report["pairs_generated"], report["skipped_count"],
+        scenario, len(frame), report.pairs_generated, report.skipped_count,
     )
-    return frame
-
-
-def _swap(staging: Path, final: Path) -> None:
-    """Replace `final` by `staging` (see `pmg.io.replace_folder`)."""
-    replace_folder(staging, final)
-
-
-def read_candidate_images(frame: pd.DataFrame, folder: str | Path) -> list[Image.Image]:
-    """The candidate images of a `Candidates` frame, in row order, as RGB."""
-    folder = Path(folder)
-    images = []
-    for relative in frame["image_path"]:
-        with Image.open(folder / relative) as image:
-            images.append(image.convert("RGB"))
-    return images
+    return frame, report
 
 
 __all__ = [
+    "GenerateReport",
     "GeneratedCandidates",
     "GenerationRequest",
     "PlannedCandidate",
-    "behaviour_prompts",
     "build_conditions",
     "candidate_image_path",
     "candidate_seed",
     "generate_candidates",
+    "generate_pairs",
     "keyword_text",
     "pad_conditions",
     "plan_candidates",
-    "read_candidate_images",
     "repeat_prompt",
     "request_from_keywords",
-    "run_generate",
     "variant_name",
     "weighted_condition",
 ]

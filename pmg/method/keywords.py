@@ -32,7 +32,7 @@ Context. A prompt longer than the LLM's context (minus the answer budget), or
 than `keywords.max_prompt_tokens`, loses history lines oldest-first (then
 conversation turns) until it fits; `truncated_history` counts them. Users with
 neither history nor conversation lines, or without a target line, are skipped
-and reported in `frame.attrs["report"]`, never an error.
+and reported in the returned `KeywordsReport`, never an error.
 """
 
 from __future__ import annotations
@@ -43,17 +43,15 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from pmg.config import KeywordsConfig, Params
-from pmg.data.store import read_scenario
+from pmg.config import KeywordsConfig
 from pmg.io import validate
-from pmg.method.describe import cached_llm, cut, generate, natural_key
-from pmg.method.llm_cache import CachedLLM, count_tokens
+from pmg.method.describe import cut
+from pmg.method.llm_cache import CachedLLM, ask_llm, count_tokens
 from pmg.method.parsing import (
     EMPTY_WORDS,
     ClozeStop,
@@ -64,6 +62,7 @@ from pmg.method.parsing import (
 )
 from pmg.method.prompts import AttributePrompt, PromptSet, load_prompt_set
 from pmg.schemas import Descriptions, Keywords
+from pmg.text import natural_key
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +102,45 @@ def grounded(keyword: str, vocabulary: set[str]) -> bool:
     """Whether every word of `keyword` occurs in `vocabulary` (see `tokens`)."""
     words = _TOKEN.findall(keyword.lower())
     return bool(words) and all(w in vocabulary or (w.endswith("s") and w[:-1] in vocabulary) for w in words)
+
+
+@dataclass(frozen=True)
+class KeywordsReport:
+    """What one `keywords` call did (JSON-able; the stage's metrics).
+
+    Attributes:
+        scenario: the scenario.
+        template_version: its prompt templates' version.
+        users_requested: users asked for.
+        users_with_keywords: rows of the `Keywords` table.
+        skipped_users: reason -> user ids; `skipped_count` their number.
+        prompts: prompts rendered for the LLM (cached or not).
+        attribute_sources: `llm` / `fallback` / `none` -> (user, attribute) count.
+        preference_sources, target_sources: the rows' `*_source` counts.
+        truncated_users: users whose behaviour lines were cut to fit the context.
+        mean_preference_grounding: mean share of preference keywords found
+            in the user's own lines (None without rows).
+        llm_cache: the cached LLM's hits / misses / calls (None without a cache).
+        seconds: wall time.
+    """
+
+    scenario: str
+    template_version: str
+    users_requested: int
+    users_with_keywords: int
+    skipped_users: dict[str, list[str]]
+    skipped_count: int
+    prompts: int
+    attribute_sources: dict[str, int]
+    preference_sources: dict[str, int]
+    target_sources: dict[str, int]
+    truncated_users: int
+    mean_preference_grounding: float | None
+    llm_cache: dict | None
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -303,7 +341,7 @@ def keywords(
     cfg: KeywordsConfig,
     scenario: str | None = None,
     users: Sequence[str] | None = None,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, KeywordsReport]:
     """The `Keywords` table from a `Descriptions` table.
 
     Args:
@@ -316,9 +354,9 @@ def keywords(
             with no lines at all is skipped and reported.
 
     Returns:
-        A validated `Keywords` frame, one row per user (natural id order);
-        `frame.attrs["report"]` holds counts of prompts, cache hits/calls,
-        LLM-vs-fallback use, truncation and skipped users.
+        A validated `Keywords` frame, one row per user (natural id order),
+        and its report: counts of prompts, cache hits/calls, LLM-vs-fallback
+        use, truncation and skipped users.
     """
     started = time.perf_counter()
     descriptions = validate(descriptions, Descriptions, "keywords input (descriptions)")
@@ -387,7 +425,7 @@ def keywords(
     flat = [(b.user_id, name, p) for b in behaviours for name, p in b.prompts.items()]
     stop_of = {a.name: ClozeStop(a.cloze) if a.cloze else None for a in prompts.attributes}
     answers = (
-        generate(
+        ask_llm(
             llm,
             [p for *_, p in flat],
             max_new_tokens=cfg.max_new_tokens,
@@ -403,7 +441,7 @@ def keywords(
     target_answers = dict(
         zip(
             target_users,
-            generate(
+            ask_llm(
                 llm,
                 [target_prompts[u] for u in target_users],
                 max_new_tokens=cfg.target_max_new_tokens,
@@ -506,43 +544,32 @@ def keywords(
         )
 
     frame = validate(pd.DataFrame(rows, columns=COLUMNS), Keywords, f"keywords[{scenario}]")
-    frame.attrs["report"] = {
-        "scenario": scenario,
-        "template_version": prompts.version,
-        "users_requested": len(users),
-        "users_with_keywords": len(frame),
-        "skipped_users": skipped,
-        "skipped_count": sum(len(v) for v in skipped.values()),
-        "prompts": len(flat) + len(target_users),
-        "attribute_sources": dict(attribute_sources),
-        "preference_sources": dict(Counter(frame["preference_source"])),
-        "target_sources": dict(Counter(frame["target_source"])),
-        "truncated_users": int((frame["truncated_history"] > 0).sum()),
-        "mean_preference_grounding": float(frame["preference_grounding"].mean()) if len(frame) else None,
-        "llm_cache": llm.stats.as_dict() if isinstance(llm, CachedLLM) else None,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    return frame
+    report = KeywordsReport(
+        scenario=scenario,
+        template_version=prompts.version,
+        users_requested=len(users),
+        users_with_keywords=len(frame),
+        skipped_users=skipped,
+        skipped_count=sum(len(v) for v in skipped.values()),
+        prompts=len(flat) + len(target_users),
+        attribute_sources=dict(attribute_sources),
+        preference_sources=dict(Counter(frame["preference_source"])),
+        target_sources=dict(Counter(frame["target_source"])),
+        truncated_users=int((frame["truncated_history"] > 0).sum()),
+        mean_preference_grounding=float(frame["preference_grounding"].mean()) if len(frame) else None,
+        llm_cache=llm.stats.as_dict() if isinstance(llm, CachedLLM) else None,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return frame, report
 
 
 def run_keywords(
-    params: Params, scenario: str, descriptions: pd.DataFrame, *, llm: Any, items: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """The `keywords` stage for one scenario, without file writes.
+    cfg: KeywordsConfig, scenario: str, descriptions: pd.DataFrame, items: pd.DataFrame, *, llm: Any
+) -> tuple[pd.DataFrame, KeywordsReport]:
+    """The keywords of every user in `descriptions`, as the `keywords` stage makes them.
 
-    Reads the scenario's catalogue from `<prepare.out>/<scenario>`, wraps the
-    LLM in the on-disk cache `keywords.llm_cache` and returns the `Keywords`
-    table for every user in `descriptions` (write it with
-    `pmg.io.write_table`). With `keywords.use_llm: false` the LLM is not
-    called and every keyword comes from the fallback.
+    With `keywords.use_llm: false` the LLM is not called and every keyword
+    comes from the fallback (the no-LLM baseline). `llm` is what the stage
+    loaded, normally wrapped in the shared answer cache.
     """
-    cfg = params.keywords
-    if items is None:
-        items = read_scenario(Path(params.prepare.out) / scenario).items
-    return keywords(
-        descriptions,
-        items,
-        llm=cached_llm(params, llm, cfg.llm_cache, cfg.batch_size) if cfg.use_llm else None,
-        cfg=cfg,
-        scenario=scenario,
-    )
+    return keywords(descriptions, items, llm=llm if cfg.use_llm else None, cfg=cfg, scenario=scenario)

@@ -39,6 +39,7 @@ protocol) counts as a miss and is overwritten.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -331,12 +332,16 @@ class CachedLLM:
             template_version: the version of the template that rendered the
                 prompts (part of the key).
             stop: a stop rule for every prompt, or one per prompt (None:
-                none); each prompt's rule key is part of its key.
+                none); each prompt's rule key is part of its key. A wrapped
+                LLM whose `generate` takes no `stop` (endpoints) answers in
+                full: its rules are dropped, keys included.
         """
         prompts = list(prompts)
         stops = stop if isinstance(stop, (list, tuple)) else [stop] * len(prompts)
         if len(stops) != len(prompts):
             raise ValueError(f"{len(stops)} stop rules given for {len(prompts)} prompts")
+        if not takes_stop_rules(self.llm):
+            stops = [None] * len(prompts)
         keys = [
             llm_key(self.model_id, template_version, p, max_new_tokens, temperature, rule)
             for p, rule in zip(prompts, stops)
@@ -389,6 +394,31 @@ class CachedLLM:
         if callable(order):
             return list(order(prompts))
         return sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+
+
+def takes_stop_rules(llm: Any) -> bool:
+    """Whether `llm.generate` accepts `stop` (a keyword of that name, or `**kwargs`)."""
+    try:
+        parameters = inspect.signature(llm.generate).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "stop" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def ask_llm(
+    llm: Any, prompts: list[str], *, max_new_tokens: int, template_version: str, stop: Any = None
+) -> list[str]:
+    """One answer per prompt from `llm`, passing the template version on when it is a `CachedLLM`.
+
+    `stop` (one rule, or one rule or None per prompt) is passed on only when
+    given and the LLM takes it (`takes_stop_rules`): endpoints answer in full.
+    """
+    if not prompts:
+        return []
+    extra = {"stop": stop} if stop is not None and takes_stop_rules(llm) else {}
+    if isinstance(llm, CachedLLM):
+        return llm.generate(prompts, max_new_tokens=max_new_tokens, template_version=template_version, **extra)
+    return llm.generate(prompts, max_new_tokens=max_new_tokens, **extra)
 
 
 def count_tokens(llm: Any, prompt: str) -> int:

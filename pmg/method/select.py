@@ -37,14 +37,16 @@ and the row is marked `floored`. Why this and not `(1 + cos)/2`:
 * `alpha = 1` or `0` drops a term entirely (`0·log ε = 0`), as the formula says.
 
 Texts and images are embedded in batches: all candidate images of a
-scenario in one `embed_images` call, each distinct keyword string once.
+scenario in one `embed_images` call, each distinct keyword string once. The
+images come in loaded (the `select` stage reads them from the candidates
+folder); nothing here touches the disk.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -52,9 +54,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from pmg.config import Params
+from pmg.config import SelectConfig
 from pmg.io import validate
-from pmg.method.generate import read_candidate_images
 from pmg.schemas import Candidates, Scores
 
 log = logging.getLogger(__name__)
@@ -164,38 +165,69 @@ def select_best(scores: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def run_select(
-    params: Params,
+@dataclass(frozen=True)
+class SelectReport:
+    """What one selection did (JSON-able; the stage's metrics).
+
+    Attributes:
+        scenario: the scenario.
+        pairs: (user, target) pairs, one chosen candidate each.
+        candidates: candidates scored.
+        floored: rows with a cosine raised to `select.min_cosine`.
+        alpha: `select.alpha` (None when there was nothing to score).
+        chosen_weights: `"w_p:w_t"` -> pairs whose chosen candidate has them.
+        mean_chosen_d_p, mean_chosen_d_t: mean scores of the chosen candidates.
+    """
+
+    scenario: str
+    pairs: int
+    candidates: int
+    floored: int
+    alpha: float | None = None
+    chosen_weights: dict[str, int] | None = None
+    mean_chosen_d_p: float | None = None
+    mean_chosen_d_t: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report; the score fields only when something was scored."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in _ONLY_WHEN_SCORED}
+
+
+_ONLY_WHEN_SCORED = ("alpha", "chosen_weights", "mean_chosen_d_p", "mean_chosen_d_t")
+
+
+def select_candidates(
+    cfg: SelectConfig,
     scenario: str,
     candidates: pd.DataFrame,
+    images: Sequence[Image.Image],
     *,
     scorer: Any,
-    candidates_dir: str | Path,
-) -> pd.DataFrame:
-    """The `select` stage for one scenario, without file writes.
+) -> tuple[pd.DataFrame, SelectReport]:
+    """Score every candidate of one scenario and choose the best of each pair.
 
     Args:
-        params: all parameters (the `select` section).
+        cfg: the `select` section.
         scenario: clothing, movies or emoji.
-        candidates: the scenario's `Candidates` table.
+        candidates: the scenario's `Candidates` table (other scenarios' rows
+            are ignored).
+        images: the candidate images, one per row of `candidates` of this
+            scenario, in row order (RGB).
         scorer: the loaded `Scorer`.
-        candidates_dir: the folder holding the `Candidates` table (image
-            paths are relative to it).
 
     Returns:
-        The validated `Scores` table (write it with `pmg.io.write_table`, e.g.
-        to `<select.out>/<scenario>.parquet`); `frame.attrs["report"]` holds
-        counts of pairs, floored rows and the chosen weights.
+        The validated `Scores` table and its report (pairs, floored rows,
+        the chosen weights).
     """
-    cfg = params.select
     candidates = validate(candidates, Candidates, f"select input (candidates[{scenario}])")
-    candidates = candidates[candidates["scenario"] == scenario].reset_index(drop=True)
+    mine = (candidates["scenario"] == scenario).to_numpy()
+    candidates = candidates[mine].reset_index(drop=True)
     if candidates.empty:
         frame = validate(pd.DataFrame(columns=COLUMNS), Scores, f"scores[{scenario}]")
-        frame.attrs["report"] = {"scenario": scenario, "pairs": 0, "candidates": 0, "floored": 0}
-        return frame
-    images = read_candidate_images(candidates, candidates_dir)
-    image_embeds = scorer.embed_images(images)  # (N, E), batched inside
+        return frame, SelectReport(scenario=scenario, pairs=0, candidates=0, floored=0)
+    if len(images) != len(candidates):
+        raise ValueError(f"{len(images)} images for {len(candidates)} candidates of {scenario!r}")
+    image_embeds = scorer.embed_images(list(images))  # (N, E), batched inside
     texts = list(dict.fromkeys([*candidates["preference_text"], *candidates["target_text"]]))
     text_embeds = scorer.embed_texts(texts)  # (U, E)
     row_of = {text: i for i, text in enumerate(texts)}
@@ -206,19 +238,19 @@ def run_select(
     frame = candidates[[*PAIR, "candidate", "w_p", "w_t"]].assign(d_p=d_p, d_t=d_t, z=z, floored=floored)
     frame = validate(select_best(frame)[COLUMNS], Scores, f"scores[{scenario}]")
     chosen = frame[frame["chosen"]]
-    frame.attrs["report"] = {
-        "scenario": scenario,
-        "alpha": cfg.alpha,
-        "pairs": len(chosen),
-        "candidates": len(frame),
-        "floored": int(frame["floored"].sum()),
-        "chosen_weights": {
+    report = SelectReport(
+        scenario=scenario,
+        alpha=cfg.alpha,
+        pairs=len(chosen),
+        candidates=len(frame),
+        floored=int(frame["floored"].sum()),
+        chosen_weights={
             f"{w_p:g}:{w_t:g}": int(n) for (w_p, w_t), n in chosen.groupby(["w_p", "w_t"]).size().items()
         },
-        "mean_chosen_d_p": float(chosen["d_p"].mean()),
-        "mean_chosen_d_t": float(chosen["d_t"].mean()),
-    }
-    return frame
+        mean_chosen_d_p=float(chosen["d_p"].mean()),
+        mean_chosen_d_t=float(chosen["d_t"].mean()),
+    )
+    return frame, report
 
 
 def chosen_candidates(scores: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:

@@ -36,7 +36,7 @@ Inference (the `generate` step), with the same prompt and keyword assembly
 as training::
 
     model = SoftPreferenceModel.load(folder, llm, text_width=generator.text_width)
-    prompts = behaviour_prompts(scenario, descriptions, users)        # user -> prompt
+    prompts = behaviour_prompts(scenario, descriptions)                # user -> prompt
     soft = model.soft_preference_embeddings([prompts[u] for u in users])  # E_m (B, L, D)
     keywords = generator.encode_text([keyword_string(k_p) for k_p in ...])  # E_k (B, 77, D)
     preference = torch.cat([soft.to(keywords), keywords], dim=1)      # E_p (B, L + 77, D)
@@ -55,8 +55,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +64,9 @@ import torch
 from torch import nn
 
 from pmg.errors import DataError, ModelError
-from pmg.io import replace_folder, write_json_atomic
+from pmg.io import output_folder, write_json_atomic
+from pmg.scenarios import get as get_scenario
+from pmg.scenarios import names as scenario_names
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,6 @@ PROMPT_TEMPLATE_VERSION = "soft-v1"
 # the multimodal tokens (cycled to the needed length).
 INIT_TEXT = " the user's visual preference: image style colour"
 
-_SCENARIO_NOUNS = {"clothing": "clothing items", "movies": "movies", "emoji": "emoji"}
 # Keys of adapter_config.json written by `save_adapter` itself; `extra_config` may not override them.
 _RESERVED_KEYS = frozenset(
     {
@@ -114,14 +113,15 @@ def behaviour_prompt(scenario: str, history_lines: Sequence[str], conversation_l
     format examples are not used (PMG §3.3: the prefix learns them).
 
     Args:
-        scenario: `clothing`, `movies` or `emoji` (any other name is used as is).
+        scenario: a registered scenario, whose declared `noun` names its
+            items ("clothing items"); any other name is used as is.
         history_lines: the history items' lines `x_i`, oldest first.
         conversation_lines: the conversation turns' lines `y_i`, in order.
 
     Returns:
         The prompt text (no chat template: the output is hidden states, not an answer).
     """
-    noun = _SCENARIO_NOUNS.get(scenario, scenario)
+    noun = get_scenario(scenario).noun if scenario in scenario_names() else scenario
     parts = [f"The user liked these {noun}:"]
     parts += [f"- {' '.join(str(line).split())}" for line in history_lines]
     if conversation_lines:
@@ -131,23 +131,29 @@ def behaviour_prompt(scenario: str, history_lines: Sequence[str], conversation_l
     return "\n".join(parts)
 
 
-def behaviour_prompts(scenario: str, descriptions: pd.DataFrame, users: Sequence[str]) -> dict[str, str]:
+def behaviour_prompts(
+    scenario: str, descriptions: pd.DataFrame, users: Sequence[str] | None = None
+) -> dict[str, str]:
     """Each user's behaviour prompt from a `Descriptions` table — the one assembly
-    training and inference share.
+    training (`train_soft`) and inference (`generate`) share.
 
     Args:
-        scenario: the scenario the table describes.
+        scenario: the scenario; rows of other scenarios are ignored.
         descriptions: a `Descriptions` table; `history` and `conversation`
             lines are used (ordered by `position`), `target` and
             `supervision` lines never.
-        users: the users wanted.
+        users: the users wanted; None = every user with history lines
+            (users without any have no prompt, and generation skips them).
 
     Returns:
         user id -> prompt.
 
     Raises:
-        DataError: a user has no history line.
+        DataError: a named user has no history line.
     """
+    descriptions = descriptions[descriptions["scenario"] == scenario]
+    if users is None:
+        users = sorted(descriptions.loc[descriptions["kind"] == "history", "user_id"].astype(str).unique())
     frame = descriptions[descriptions["kind"].isin(("history", "conversation"))]
     by_user = {str(user): rows for user, rows in frame.groupby(frame["user_id"].astype(str))}
     prompts: dict[str, str] = {}
@@ -657,9 +663,7 @@ def save_adapter(
     if clash:
         raise ValueError(f"extra_config may not set the adapter's own keys {clash}")
     config = model.adapter_config()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with output_folder(folder) as tmp:
         state = {
             name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.state_dict().items()
         }
@@ -667,8 +671,4 @@ def save_adapter(
         config["adapter_sha256"] = _sha256(tmp / ADAPTER_FILE)
         config.update(extra)
         write_json_atomic(tmp / CONFIG_FILE, config)
-        replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

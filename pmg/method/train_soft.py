@@ -52,6 +52,7 @@ from pmg.method.soft import (
     keyword_string,
 )
 from pmg.models.device import bf16_autocast
+from pmg.text import natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,6 @@ def build_examples(
     Raises:
         DataError: a named user has no split, no history lines or no keywords.
     """
-    from pmg.method.describe import natural_key
-
     splits = prepared.splits.set_index("user_id")
     keyword_rows = keywords.set_index(keywords["user_id"].astype(str))
     if users is None:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 import zlib
@@ -39,6 +37,7 @@ import torch
 
 from pmg.config import ModelSpec
 from pmg.errors import ModelError
+from pmg.io import output_folder
 from pmg.models.common import Source, as_device, loading, require, resolve_source
 from pmg.models.device import resolve_dtype
 
@@ -817,15 +816,7 @@ def convert_gguf_to_hf(
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with output_folder(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

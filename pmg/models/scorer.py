@@ -18,8 +18,6 @@ selection step uses (`d_p = cos(e_M, e_p)`).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from PIL import Image
 
 from pmg.config import ModelSpec
 from pmg.errors import ModelError
+from pmg.io import output_folder
 from pmg.models.common import as_device, loading, require
 from pmg.models.device import resolve_dtype
 
@@ -239,9 +238,7 @@ def save_open_clip_folder(
         if getattr(model.visual, name, None) is None:
             setattr(model.visual, name, tuple(default))
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with output_folder(out_dir) as tmp:
         save_config_for_hf(model, tmp / CONFIG_NAME, model_config=model_cfg)
         if preprocess_cfg:
             config = json.loads((tmp / CONFIG_NAME).read_text())
@@ -249,10 +246,4 @@ def save_open_clip_folder(
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

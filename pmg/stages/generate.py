@@ -1,88 +1,133 @@
-"""DVC stage `generate`: candidate images per (user, target) (PMG step 5).
+"""Stage `generate`: candidate images per (user, target) (PMG step 5).
 
 Loads the profile's generator and, when `generate.use_soft` is on and the
-scenario has a trained adapter, the soft preference model on the profile's
-LLM; writes `<generate.out>/<scenario>/` (candidate PNGs, `candidates.parquet`,
-`report.json`, swapped in whole) and `metrics/generate/<scenario>.json`.
+scenario has a trained adapter, the soft preference model on its base LLM;
+writes the scenario's candidates folder (candidate PNGs,
+`candidates.parquet`, `report.json`, built in a staging folder and swapped
+in whole) and `metrics/generate/<scenario>.json`.
+
+`generate_into` is the one way a candidates folder is written: the main
+stage, every ablation variant (`pmg.stages.ablations`) and `pmg personalize`
+call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from PIL import Image
+
 from pmg import schemas
-from pmg.config import Params
-from pmg.io import read_table, write_json_atomic
-from pmg.stages import models
-
-ADAPTER_CONFIG = "adapter_config.json"
-
-
-def soft_model_for(
-    params: Params, scenario: str, generator: Any, *, adapter_dir: Path | None = None, llm: Any | None = None
-) -> Any | None:
-    """The scenario's soft preference model, or None when it has no adapter.
-
-    Args:
-        adapter_dir: an adapter folder (default `<train_soft.out>/<scenario>`).
-        llm: the already loaded base LLM (default: load the profile's).
-    """
-    from pmg.method.soft import SoftPreferenceModel
-
-    folder = adapter_dir or Path(params.train_soft.out) / scenario
-    if not (folder / ADAPTER_CONFIG).is_file():
-        return None
-    return SoftPreferenceModel.load(folder, llm or models.llm(params), text_width=generator.text_width)
+from pmg.config import GenerateConfig, Params
+from pmg.data.store import read_scenario
+from pmg.io import atomic_path, output_folder, read_table, write_json_atomic, write_table
+from pmg.stages import loaders
+from pmg.stages.catalogue import CANDIDATES_TABLE, GENERATE_REPORT, Catalogue
 
 
-def generate_scenario(
-    params: Params,
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write `image` as PNG to a temporary name beside `path`, then rename it."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def generate_into(
+    folder: Path,
+    cfg: GenerateConfig,
     scenario: str,
+    keywords: pd.DataFrame,
+    behaviour: Mapping[str, str | None],
+    items: pd.DataFrame,
     *,
     generator: Any,
     soft_model: Any | None,
-    out_dir: Path,
-    keywords: Any | None = None,
-    descriptions: Any | None = None,
-    items: Any | None = None,
-) -> Any:
-    """Run `run_generate` on the scenario's keywords and descriptions into `out_dir`.
+    seed: int,
+) -> tuple[pd.DataFrame, Any]:
+    """Generate the pairs of `keywords` into the candidates folder `folder`; return the table and report.
 
-    `keywords` / `descriptions` default to the stage tables
-    (`<keywords.out>`, `<describe.out>`); `pmg personalize` passes its own
-    one-pair tables and the catalogue `items` holding its target.
+    The PNGs, then `report.json`, then `candidates.parquet` (last) are
+    written into a staging folder that replaces `folder` only when all of it
+    is there: a failed run leaves the previous folder as it was.
     """
-    from pmg.method.generate import behaviour_prompts, run_generate
+    from pmg.method.generate import generate_pairs
 
-    if keywords is None:
-        keywords = read_table(Path(params.keywords.out) / f"{scenario}.parquet", schemas.Keywords)
-    if descriptions is None:
-        descriptions = read_table(Path(params.describe.out) / f"{scenario}.parquet", schemas.Descriptions)
-    if soft_model is None and params.generate.use_soft:
-        # No adapter for this scenario (see train_soft.scenarios): keywords only.
-        params = params.model_copy(update={"generate": params.generate.model_copy(update={"use_soft": False})})
-    return run_generate(
-        params,
+    with output_folder(folder) as staging:
+        frame, report = generate_pairs(
+            cfg,
+            scenario,
+            keywords,
+            behaviour,
+            items,
+            generator=generator,
+            soft_model=soft_model,
+            seed=seed,
+            save=lambda relative, image: save_png(image, staging / relative),
+        )
+        write_json_atomic(staging / GENERATE_REPORT, report.as_dict())
+        frame = write_table(frame, staging / CANDIDATES_TABLE, schemas.Candidates)  # the table last
+    return frame, report
+
+
+def generate_for(
+    params: Params,
+    scenario: str,
+    folder: Path,
+    *,
+    keywords: pd.DataFrame,
+    descriptions: pd.DataFrame,
+    items: pd.DataFrame,
+    generator: Any,
+    soft_model: Any | None,
+) -> tuple[pd.DataFrame, Any]:
+    """The main run's generation of `keywords` into `folder` (the stage and `pmg personalize`).
+
+    Behaviour prompts come from `descriptions` (the assembly `train_soft`
+    uses); without a soft model the run is keywords only (a scenario with
+    no adapter, see `train_soft.scenarios`).
+    """
+    from pmg.method.soft import behaviour_prompts
+
+    cfg = params.generate
+    if soft_model is None and cfg.use_soft:
+        cfg = cfg.model_copy(update={"use_soft": False})
+    return generate_into(
+        folder,
+        cfg,
         scenario,
         keywords,
-        behaviour_prompts(descriptions, scenario),
+        behaviour_prompts(scenario, descriptions),
+        items,
         generator=generator,
         soft_model=soft_model,
-        out_dir=out_dir,
-        items=items,
+        seed=params.base.seed,
     )
 
 
 def run(
-    params: Params, scenario: str, *, metrics_dir: Path = Path("metrics/generate"), log: Callable[[str], object] = print
+    params: Params, scenario: str, *, catalogue: Catalogue | None = None, log: Callable[[str], object] = print
 ) -> dict:
     """Generate every candidate of one scenario; return the stage metrics."""
-    generator = models.generator(params)
-    soft_model = soft_model_for(params, scenario, generator) if params.generate.use_soft else None
-    frame = generate_scenario(params, scenario, generator=generator, soft_model=soft_model, out_dir=Path(params.generate.out))
-    metrics = {"soft_embeddings": soft_model is not None, **dict(frame.attrs.get("report", {}))}
-    write_json_atomic(metrics_dir / f"{scenario}.json", metrics)
+    catalogue = catalogue or Catalogue(params)
+    generator = loaders.generator(params)
+    soft_model = (
+        loaders.soft_model(params, catalogue.adapter(scenario), generator=generator)
+        if params.generate.use_soft
+        else None
+    )
+    _, report = generate_for(
+        params,
+        scenario,
+        catalogue.candidates(scenario),
+        keywords=read_table(catalogue.keywords(scenario), schemas.Keywords),
+        descriptions=read_table(catalogue.descriptions(scenario), schemas.Descriptions),
+        items=read_scenario(catalogue.prepared(scenario)).items,
+        generator=generator,
+        soft_model=soft_model,
+    )
+    metrics = {"soft_embeddings": soft_model is not None, **report.as_dict()}
+    write_json_atomic(catalogue.metrics("generate", scenario), metrics)
     log(f"generate {scenario}: {metrics}")
     return metrics

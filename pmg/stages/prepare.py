@@ -1,71 +1,28 @@
-"""DVC stage `prepare`: one scenario's sources to validated canonical tables.
+"""Stage `prepare`: one scenario's sources to validated canonical tables.
 
-`build_scenario` does the work (pick the source, load or simulate, normalise
-images, split); `run` resolves the folders, writes the scenario folder
-atomically (see `pmg.data.store`) and the stage's metrics file.
+`build_scenario` does the work (the scenario's declared loader — real files
+or its default world — then the split); `run` builds the scenario folder in a
+staging folder swapped in whole (`pmg.io.output_folder`, layout in
+`pmg.data.store`) and writes the stage's metrics.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from pmg.config import Params, PrepareConfig
 from pmg.data.dataset import ScenarioData, make_splits
-from pmg.data.store import report_frame, staging_folder, write_scenario
+from pmg.data.store import report_frame, write_scenario
 from pmg.errors import ConfigError, DataError
-from pmg.io import write_json_atomic
-
-
-def _load_movies(cfg: PrepareConfig, assets: Path, scenario_dir: Path) -> ScenarioData:
-    from pmg.data import movielens
-    from pmg.data.images import materialise_images
-    from pmg.data.world.posters import render_posters
-
-    source = cfg.movies
-    posters = Path(source.posters) if source.posters else None
-    if source.source == "default":
-        data = movielens.load_recbole_atomic(assets / "ml-100k", dataset="ml-100k")
-    elif source.source == "ml-latest-small":
-        data = movielens.load_ml_latest_small(Path(source.path), posters=posters)
-    elif source.source == "ml-100k":
-        data = movielens.load_ml_100k(Path(source.path), posters=posters)
-    else:
-        data = movielens.load_recbole_atomic(Path(source.path), posters=posters)
-    data.items, image_skips = materialise_images(data.items, scenario_dir, cfg.image_size)
-    data.skipped.update(image_skips)
-    # Movies without a usable real poster get a rendered one (labelled
-    # synthetic in the image and in attributes["poster"]).
-    data.items = render_posters(
-        data.items, scenario_dir / "images", cfg.image_size, emoji_font=assets / "noto-emoji" / "NotoColorEmoji.ttf"
-    )
-    return data
-
-
-def _load_clothing(cfg: PrepareConfig, assets: Path, scenario_dir: Path, seed: int) -> ScenarioData:
-    source = cfg.clothing
-    if source.source == "default":
-        from pmg.data.world.clothing import build_clothing_world
-
-        return build_clothing_world(
-            source, assets=assets, images_dir=scenario_dir / "images", size=cfg.image_size, seed=seed
-        )
-    from pmg.data.images import materialise_images
-    from pmg.data.pog import load_pog
-
-    data = load_pog(Path(source.path), Path(source.images))
-    data.items, image_skips = materialise_images(data.items, scenario_dir, cfg.image_size)
-    data.skipped.update(image_skips)
-    return data
-
-
-def _load_emoji(cfg: PrepareConfig, assets: Path, scenario_dir: Path, seed: int) -> ScenarioData:
-    from pmg.data.world.emoji import build_emoji_world
-
-    return build_emoji_world(cfg.emoji, assets=assets, images_dir=scenario_dir / "images", size=cfg.image_size, seed=seed)
+from pmg.io import output_folder, write_json_atomic
+from pmg.scenarios import LoadContext
+from pmg.scenarios import get as get_scenario
+from pmg.stages.catalogue import Catalogue
 
 
 def build_scenario(
@@ -74,29 +31,27 @@ def build_scenario(
     """Load or simulate one scenario into `scenario_dir` and split it.
 
     Args:
-        cfg: the `prepare` section.
-        scenario: `clothing`, `movies` or `emoji`.
+        cfg: the `prepare` section (its `<scenario>` section is the loader's).
+        scenario: a registered scenario.
         assets: the extracted assets folder.
         scenario_dir: an empty folder; item images go to `scenario_dir/images`.
-        seed: seed of the simulated worlds (derived per scenario).
+        seed: the world seed of this scenario (`base.seed * 1000 + seed_index`).
 
     Returns:
         The scenario data, its `Splits` table and its `PrepareReport` table.
     """
-    if scenario == "movies":
-        data = _load_movies(cfg, assets, scenario_dir)
-        history_len, min_rating, max_users = cfg.movies.history_len, cfg.movies.min_rating, cfg.movies.max_users
-    elif scenario == "clothing":
-        data = _load_clothing(cfg, assets, scenario_dir, seed)
-        history_len, min_rating, max_users = cfg.clothing.history_len, None, cfg.clothing.max_users
-    elif scenario == "emoji":
-        data = _load_emoji(cfg, assets, scenario_dir, seed)
-        history_len, min_rating, max_users = cfg.emoji.history_len, None, cfg.emoji.max_users
-    else:
-        raise ConfigError(f"unknown scenario {scenario!r}")
-    splits, user_skips = make_splits(data, history_len, min_rating=min_rating, max_users=max_users)
+    spec = get_scenario(scenario)
+    section = cfg.section(scenario)
+    data = spec.load(section, LoadContext(Path(assets), Path(scenario_dir), cfg.image_size, seed))
+    options = section.split_options()
+    splits, user_skips = make_splits(
+        data, options["history_len"], min_rating=options["min_rating"], max_users=options["max_users"]
+    )
     if splits.empty:
-        raise DataError(scenario_dir, f"no user of scenario {scenario!r} has the {history_len + 2} items a split needs")
+        raise DataError(
+            scenario_dir,
+            f"no user of scenario {scenario!r} has the {options['history_len'] + 2} items a split needs",
+        )
     skipped = Counter(data.skipped)
     skipped.update({f"users_{reason}": n for reason, n in user_skips.items()})
     kept = Counter(
@@ -111,25 +66,28 @@ def build_scenario(
     return data, splits, report_frame(scenario, kept, skipped)
 
 
-def run(params: Params, scenario: str, *, metrics_dir: Path = Path("metrics/prepare"), log=print) -> dict:
-    """Prepare one scenario into `<prepare.out>/<scenario>` and write its metrics.
+def world_seed(params: Params, scenario: str) -> int:
+    """The seed of one scenario's world: each scenario draws from its own stream, so adding one changes no other."""
+    return params.base.seed * 1000 + get_scenario(scenario).seed_index
+
+
+def run(
+    params: Params, scenario: str, *, catalogue: Catalogue | None = None, log: Callable[[str], object] = print
+) -> dict:
+    """Prepare one scenario into its folder and write its metrics.
 
     Returns:
-        The metrics written to `<metrics_dir>/<scenario>.json`.
+        The metrics written to `metrics/prepare/<scenario>.json`.
     """
+    catalogue = catalogue or Catalogue(params)
     if scenario not in params.base.scenarios:
         raise ConfigError(f"scenario {scenario!r} is not in base.scenarios {list(params.base.scenarios)}")
-    final = Path(params.prepare.out) / scenario
-    staging = staging_folder(final)
-    # Each scenario draws from its own stream, so adding one does not change another.
-    seed = params.base.seed * 1000 + ("clothing", "movies", "emoji").index(scenario)
-    try:
+    with output_folder(catalogue.prepared(scenario)) as staging:
         data, splits, report = build_scenario(
-            params.prepare, scenario, assets=Path(params.assets.folder), scenario_dir=staging, seed=seed
+            params.prepare, scenario, assets=catalogue.assets(), scenario_dir=staging, seed=world_seed(params, scenario)
         )
         write_scenario(
             staging,
-            final,
             items=data.items,
             interactions=data.interactions,
             conversations=data.conversations,
@@ -137,15 +95,10 @@ def run(params: Params, scenario: str, *, metrics_dir: Path = Path("metrics/prep
             report=report,
             ground_truth=data.ground_truth,
         )
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     metrics = {
         "kept": {r.reason: int(r.count) for r in report.itertuples() if r.kind == "kept"},
         "skipped": {r.reason: int(r.count) for r in report.itertuples() if r.kind == "skipped"},
     }
-    write_json_atomic(metrics_dir / f"{scenario}.json", metrics)
+    write_json_atomic(catalogue.metrics("prepare", scenario), metrics)
     log(f"prepare {scenario}: {json.dumps(metrics['kept'])}; skipped {json.dumps(metrics['skipped'])}")
     return metrics

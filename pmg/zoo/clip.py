@@ -63,7 +63,6 @@ import contextlib
 import json
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from copy import deepcopy
@@ -76,6 +75,7 @@ from PIL import Image
 
 from pmg.config import ModelSpec, ZooClipConfig
 from pmg.errors import DataError, ModelError
+from pmg.io import output_folder
 from pmg.models.device import bf16_autocast
 
 MODEL_NAME = "pmg-mini-clip"
@@ -493,23 +493,15 @@ def save_mini_clip(
     saved_cfg = deepcopy(model_cfg)
     saved_cfg["text_cfg"]["hf_model_name"] = str(out)
     saved_cfg["text_cfg"]["hf_tokenizer_name"] = str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        folder = save_open_clip_folder(model, saved_cfg, staging / out.name)
+    with output_folder(out) as folder:
+        save_open_clip_folder(model, saved_cfg, folder)
         for name in TEXT_TOWER_FILES:
             if (text_tower / name).is_file():
                 shutil.copy2(text_tower / name, folder / name)
         (folder / TRAINING_INFO_NAME).write_text(json.dumps(training, indent=2) + "\n")
-        # The temporary folder is private (0700); the model is an ordinary build output.
-        folder.chmod(0o755)
+        # Some writers leave files private; the model is an ordinary build output.
         for file in folder.iterdir():
             file.chmod(0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        folder.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -59,8 +59,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,7 +71,7 @@ from PIL import Image
 
 from pmg.config import ModelSpec, ZooSDConfig
 from pmg.errors import DataError
-from pmg.io import replace_folder
+from pmg.io import output_folder
 from pmg.models.device import bf16_autocast
 
 TRAINING_INFO_NAME = "pmg_training.json"
@@ -541,19 +539,13 @@ def save_pipeline(*, vae, text_encoder, tokenizer, unet, out: Path, info: dict |
         requires_safety_checker=False,
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with output_folder(out) as tmp:
         pipeline.save_pretrained(tmp, safe_serialization=True)
         write_clip_tokenizer_files(tmp / "tokenizer")
         if info is not None:
             text = json.dumps(info, indent=2, sort_keys=True) + "\n"
             (tmp / TRAINING_INFO_NAME).write_text(text, encoding="utf-8")
         _relax_permissions(tmp)
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -1,9 +1,9 @@
 """Fixtures of the evaluation tests: random LPIPS weights, tiny models, and one tiny pipeline run.
 
-`pipeline_run` runs the real stages on the tiny world once per session:
-generate + select (main run, PMG with a soft adapter) -> `run_evaluate`, and
-`run_ablation_stage` over every variant — so the ablation, report and
-browser tests read what the stages really wrote.
+`pipeline_run` runs the real stage functions on the tiny world once per
+session: `generate_into` + `select_in` (main run, PMG with a soft adapter) ->
+the `evaluate` stage, and the `ablations` stage over every variant — so the
+ablation, report and browser tests read what the stages really wrote.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import pytest
 from eval_helpers import (
     behaviour,
     build_world,
+    catalogue,
+    descriptions_frame,
     keywords_frame,
-    locations,
+    load_metric_models,
     make_params,
 )  # tests/evaluate/ is on sys.path
 
 from pmg.config import ModelSpec, Params
-from pmg.evaluate.metrics import MetricModels, load_metric_models
+from pmg.evaluate.metrics import MetricModels
 from pmg.models import tiny
 
 
@@ -47,22 +49,24 @@ class PipelineRun:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory, metric_models: MetricModels) -> PipelineRun:
-    from pmg.evaluate.ablations import AblationModels, run_ablation_stage
-    from pmg.evaluate.stage import run_evaluate
     from pmg.io import write_table
-    from pmg.method.generate import run_generate
-    from pmg.method.select import run_select
     from pmg.method.soft import SoftPreferenceModel, save_adapter
     from pmg.models.generator import ImageGenerator
     from pmg.models.llm import LocalLLM
     from pmg.models.scorer import load_scorer
-    from pmg.schemas import Keywords, Scores
+    from pmg.schemas import Descriptions, Keywords, Scores
+    from pmg.stages import ablations as ablation_stage
+    from pmg.stages import evaluate as evaluate_stage
+    from pmg.stages.generate import generate_into
+    from pmg.stages.select import select_in
 
     root = tmp_path_factory.mktemp("run")
     params = make_params(root)
+    where = catalogue(params, root)
     prepared = build_world(root / "prepared")
     keywords = keywords_frame()
-    write_table(keywords, root / "keywords" / "clothing.parquet", Keywords)
+    write_table(keywords, where.keywords("clothing"), Keywords)
+    write_table(descriptions_frame(), where.descriptions("clothing"), Descriptions)
 
     tokenizer = tiny.tiny_llm_tokenizer()
     llm = LocalLLM(tiny.build_tiny_llama(tokenizer, seed=0), tokenizer, model_id="tiny")
@@ -84,19 +88,27 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, metric_models: Metric
             folder,
         )
 
-    # The main run: PMG (soft + keywords), as the generate / select stages do it.
+    # The main run: PMG (soft + keywords), through the generate / select stages' functions.
     soft = SoftPreferenceModel.load(root / "soft" / "clothing", llm, text_width=width)
-    candidates = run_generate(
-        params, "clothing", keywords, behaviour(), generator=generator, soft_model=soft, items=prepared.items
+    folder = where.candidates("clothing")
+    candidates, _ = generate_into(
+        folder,
+        params.generate,
+        "clothing",
+        keywords,
+        behaviour(),
+        prepared.items,
+        generator=generator,
+        soft_model=soft,
+        seed=params.base.seed,
     )
-    scores = run_select(
-        params, "clothing", candidates, scorer=scorer, candidates_dir=Path(params.generate.out) / "clothing"
-    )
-    write_table(scores, Path(params.select.out) / "clothing.parquet", Scores)
-    metrics = run_evaluate(params, "clothing", metric_models=metric_models, locations=locations(root))
+    scores, _ = select_in(folder, params.select, "clothing", candidates, scorer=scorer)
+    write_table(scores, where.scores("clothing"), Scores)
+    quiet = lambda _: None  # noqa: E731
+    metrics = evaluate_stage.run(params, "clothing", catalogue=where, metric_models=metric_models, log=quiet)
 
-    models = AblationModels(generator=generator, scorer=scorer, metric_models=metric_models, llm=llm)
-    ablations = run_ablation_stage(
-        params, "clothing", models=models, keywords=keywords, behaviour=behaviour(), locations=locations(root)
+    models = ablation_stage.AblationModels(
+        generator=generator, scorer=scorer, metric_models=metric_models, soft_base=llm
     )
+    ablations = ablation_stage.run(params, "clothing", catalogue=where, models=models, log=quiet)
     return PipelineRun(root=root, params=params, prepared=prepared, metrics=metrics, ablations=ablations)

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pmg.config import Params, parse_params
-from pmg.data.store import PreparedScenario, read_scenario, report_frame, staging_folder, write_scenario
+from pmg.config import ModelSpec, Params, parse_params
+from pmg.data.store import PreparedScenario, read_scenario, report_frame, write_scenario
+from pmg.io import output_folder
 from pmg.data.world.clothing import render_garment
-from pmg.evaluate.stage import Locations
+from pmg.stages.catalogue import Catalogue
 
 SIZE = 16  # generator output side: 8x8 latents keep the tiny UNet fast
 ITEM_SIZE = 48  # prepared item images (the metrics resize everything)
@@ -55,57 +56,56 @@ def silhouette() -> np.ndarray:
 def build_world(folder: Path) -> PreparedScenario:
     """A 4-user clothing scenario with ground truth, written through the real store."""
     final = folder / "clothing"
-    staging = staging_folder(final)
-    (staging / "images").mkdir()
-    shape = silhouette()
-    rows = []
-    for item_id, colour, pattern, category in ITEMS:
-        render_garment(shape, colour, pattern, ITEM_SIZE).save(staging / "images" / f"{item_id}.png")
-        rows.append(
-            {
-                "item_id": item_id,
-                "scenario": "clothing",
-                "title": f"{pattern} {colour} {category}",
-                "text": f"A {colour} {category} with a {pattern} pattern.",
-                "attributes": json.dumps({"category": category, "colour": colour, "elements": pattern}),
-                "image_path": f"images/{item_id}.png",
-            }
+    with output_folder(final) as staging:
+        (staging / "images").mkdir()
+        shape = silhouette()
+        rows = []
+        for item_id, colour, pattern, category in ITEMS:
+            render_garment(shape, colour, pattern, ITEM_SIZE).save(staging / "images" / f"{item_id}.png")
+            rows.append(
+                {
+                    "item_id": item_id,
+                    "scenario": "clothing",
+                    "title": f"{pattern} {colour} {category}",
+                    "text": f"A {colour} {category} with a {pattern} pattern.",
+                    "attributes": json.dumps({"category": category, "colour": colour, "elements": pattern}),
+                    "image_path": f"images/{item_id}.png",
+                }
+            )
+        splits = pd.DataFrame(
+            [
+                {
+                    "user_id": u,
+                    "scenario": "clothing",
+                    "history_items": json.dumps(h),
+                    "target_item": t,
+                    "supervision_item": s,
+                }
+                for u, h, t, s, _, _ in USERS
+            ]
         )
-    splits = pd.DataFrame(
-        [
-            {
-                "user_id": u,
-                "scenario": "clothing",
-                "history_items": json.dumps(h),
-                "target_item": t,
-                "supervision_item": s,
-            }
-            for u, h, t, s, _, _ in USERS
-        ]
-    )
-    interactions = pd.DataFrame(
-        [
-            {"user_id": u, "item_id": i, "timestamp": k, "rating": None}
-            for u, h, t, s, _, _ in USERS
-            for k, i in enumerate(h)
-        ]
-    )
-    ground_truth = pd.DataFrame(
-        [
-            {"user_id": u, "scenario": "clothing", "preferences": json.dumps({"colour": c, "pattern": p})}
-            for u, _, _, _, c, p in USERS
-        ]
-    )
-    write_scenario(
-        staging,
-        final,
-        items=pd.DataFrame(rows),
-        interactions=interactions,
-        conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
-        splits=splits,
-        report=report_frame("clothing", Counter({"users": len(USERS)}), Counter()),
-        ground_truth=ground_truth,
-    )
+        interactions = pd.DataFrame(
+            [
+                {"user_id": u, "item_id": i, "timestamp": k, "rating": None}
+                for u, h, t, s, _, _ in USERS
+                for k, i in enumerate(h)
+            ]
+        )
+        ground_truth = pd.DataFrame(
+            [
+                {"user_id": u, "scenario": "clothing", "preferences": json.dumps({"colour": c, "pattern": p})}
+                for u, _, _, _, c, p in USERS
+            ]
+        )
+        write_scenario(
+            staging,
+            items=pd.DataFrame(rows),
+            interactions=interactions,
+            conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
+            splits=splits,
+            report=report_frame("clothing", Counter({"users": len(USERS)}), Counter()),
+            ground_truth=ground_truth,
+        )
     return read_scenario(final)
 
 
@@ -143,9 +143,28 @@ def behaviour(users=USERS) -> dict[str, str]:
     }
 
 
-def locations(root: Path) -> Locations:
-    """Metrics and plots under `root` (the stages' default is the repository's `metrics/`, `plots/`)."""
-    return Locations(metrics_root=root / "metrics", plots_root=root / "plots")
+def descriptions_frame(users=USERS) -> pd.DataFrame:
+    """A Descriptions table whose behaviour prompts (`pmg.method.soft.behaviour_prompts`) are `behaviour(users)`."""
+    rows = []
+    for u, h, t, *_ in users:
+        rows.append({"user_id": u, "scenario": "clothing", "kind": "history", "ref": h[0], "position": 0,
+                     "line": " ".join(h), "source": "text"})
+        rows.append({"user_id": u, "scenario": "clothing", "kind": "target", "ref": t, "position": 0,
+                     "line": f"target {t}", "source": "text"})
+    return pd.DataFrame(rows)
+
+
+def load_metric_models(spec: ModelSpec, device: str = "cpu", *, nets=("alex", "vgg")):
+    """LPIPS networks from a spec (the stages load the profile's through `pmg.stages.loaders.metric_models`)."""
+    from pmg.evaluate.metrics import MetricModels
+    from pmg.models.lpips_metric import load_lpips
+
+    return MetricModels({net: load_lpips(spec, device, net=net) for net in nets})
+
+
+def catalogue(params: Params, root: Path) -> Catalogue:
+    """Where the stages write for `params`, with metrics and plots under `root` (not the repository's)."""
+    return Catalogue(params, metrics_root=root / "metrics", plots_root=root / "plots")
 
 
 def make_params(root: Path, **sections) -> Params:
@@ -250,3 +269,17 @@ def write_main_run(prepared, params) -> None:
     write_table(pd.DataFrame(cands), folder / "candidates.parquet", Candidates)
     write_table(scores, Path(params.select.out) / "clothing.parquet", Scores)
     write_table(keywords_frame(), Path(params.keywords.out) / "clothing.parquet", Keywords)
+
+
+def run_report(params: Params, root: Path) -> Path:
+    """The `report` stage with metrics and plots under `root`; the path of `index.html`."""
+    from pmg.stages import report
+
+    return Path(report.run(params, catalogue=catalogue(params, root), log=lambda _: None)["report_path"])
+
+
+def headline(params: Params, root: Path) -> str:
+    """The headline table the `report` stage writes, from the ablation metrics under `root`."""
+    from pmg.stages import report
+
+    return report.headline(params, catalogue(params, root))

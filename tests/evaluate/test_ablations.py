@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from eval_helpers import behaviour, build_world, keywords_frame, locations, make_params
+from eval_helpers import behaviour, build_world, catalogue, keywords_frame, make_params
 
-from pmg.evaluate.ablations import ablation_markdown, default_adapters, variant, variants
+from pmg.evaluate.ablations import ablation_markdown, variant, variants
 from pmg.io import read_table
 from pmg.schemas import Candidates, PairMetrics
 
@@ -36,7 +36,7 @@ def test_variants_describe_what_each_needs(tmp_path: Path) -> None:
 @pytest.mark.slow  # the session's tiny pipeline run: several generator runs, ~1-2 min on 2 busy cores
 def test_every_variant_runs_on_the_same_pairs_and_seeds(pipeline_run) -> None:
     out = Path(pipeline_run.params.evaluate.ablations_out) / "clothing"
-    nested = json.loads(locations(pipeline_run.root).ablation_metrics("clothing").read_text())
+    nested = json.loads(catalogue(pipeline_run.params, pipeline_run.root).ablation_metrics("clothing").read_text())
     assert nested == pipeline_run.ablations
     assert sorted(nested["clothing"]) == sorted(ALL)
     pairs = read_table(out / "pairs.parquet", PairMetrics)
@@ -78,7 +78,8 @@ def test_markdown_has_the_paper_layout(pipeline_run) -> None:
     assert "paper Table 2" in text and "paper Table 3" in text
     assert "| Variant | n | History LPIPS-Alex ↓" in text
     assert "No personalisation (target keywords)" in text and "PMG, L=8" in text
-    gt = json.loads(locations(pipeline_run.root).ablation_ground_truth("clothing").read_text())["clothing"]
+    where = catalogue(pipeline_run.params, pipeline_run.root)
+    gt = json.loads(where.ablation_ground_truth("clothing").read_text())["clothing"]
     assert {"none", "soft+keywords", "target_image"} <= set(gt)
     assert 0.0 <= gt["none"]["colour"] <= 1.0 and gt["none"]["n_colour"] == 3
 
@@ -87,19 +88,19 @@ def test_missing_adapters_skip_their_variants(tmp_path: Path, metric_models) -> 
     """Soft variants without an adapter are skipped with the reason; the others run (fake generator)."""
     from PIL import Image
 
-    from pmg.evaluate.ablations import AblationModels, run_ablations
+    from pmg.stages.ablations import AblationModels, run_variants
 
     params = make_params(tmp_path, evaluate={"ablations": ["none", "keywords", "soft", "L8"]})
     prepared = build_world(tmp_path / "prepared")
     calls: list[tuple[bool, bool, int]] = []
 
-    def fake_generate(run_params, scenario, pairs, behaviour, *, generator, soft_model, out_dir, items):
-        calls.append((run_params.generate.use_soft, run_params.generate.use_keywords, len(pairs)))
+    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, generator, soft_model, seed):
+        calls.append((cfg.use_soft, cfg.use_keywords, len(pairs)))
         rows = []
         for row in pairs.itertuples():
             relative = f"{row.user_id}/cand_0.png"
-            (Path(out_dir) / scenario / row.user_id).mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (16, 16), (200, 30, 30)).save(Path(out_dir) / scenario / relative)
+            (Path(folder) / row.user_id).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (200, 30, 30)).save(Path(folder) / relative)
             rows.append(
                 {
                     "user_id": row.user_id,
@@ -117,25 +118,26 @@ def test_missing_adapters_skip_their_variants(tmp_path: Path, metric_models) -> 
                     "image_path": relative,
                 }
             )
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows), None
 
-    def fake_select(run_params, scenario, candidates, *, scorer, candidates_dir):
-        return candidates[["user_id", "scenario", "target_item", "candidate", "w_p", "w_t"]].assign(
+    def fake_select(folder, cfg, scenario, candidates, *, scorer):
+        scores = candidates[["user_id", "scenario", "target_item", "candidate", "w_p", "w_t"]].assign(
             d_p=0.2, d_t=0.3, z=-1.4, floored=False, chosen=True
         )
+        return scores, None
 
-    result = run_ablations(
+    result = run_variants(
         params,
         "clothing",
         variants(params),
-        models=AblationModels(generator=None, scorer=None, metric_models=metric_models, llm=None),
+        catalogue=catalogue(params, tmp_path),
+        models=AblationModels(generator=None, scorer=None, metric_models=metric_models, soft_base=None),
         keywords=keywords_frame(),
         behaviour=behaviour(),
         adapters={"L8-prefix": tmp_path / "nowhere"},
-        out_dir=tmp_path / "abl",
         prepared=prepared,
-        generate_fn=fake_generate,
-        select_fn=fake_select,
+        generate=fake_generate,
+        select=fake_select,
     )
     assert calls == [(False, False, 3), (False, True, 3)]  # the first 3 users, same pairs for both
     assert "no soft adapter L4-prefix" in result.skipped["soft"]
@@ -148,20 +150,20 @@ def test_missing_adapters_skip_their_variants(tmp_path: Path, metric_models) -> 
 
 
 def test_no_usable_pair_skips_every_variant(tmp_path: Path, metric_models) -> None:
-    from pmg.evaluate.ablations import AblationModels, run_ablations
+    from pmg.stages.ablations import AblationModels, run_variants
 
     params = make_params(tmp_path, evaluate={"ablations": ["none", "keywords"]})
-    result = run_ablations(
+    result = run_variants(
         params,
         "clothing",
         variants(params),
+        catalogue=catalogue(params, tmp_path),
         models=AblationModels(generator=None, scorer=None, metric_models=metric_models),
         keywords=keywords_frame(),
         behaviour={},  # nobody has behaviour lines
         adapters={},
-        out_dir=tmp_path / "abl",
         prepared=build_world(tmp_path / "prepared"),
-        generate_fn=lambda *a, **k: pytest.fail("nothing should run"),
+        generate=lambda *a, **k: pytest.fail("nothing should run"),
     )
     assert set(result.skipped) == {"none", "keywords"} and "no pair" in result.skipped["none"]
     assert result.metrics == {}
@@ -169,7 +171,9 @@ def test_no_usable_pair_skips_every_variant(tmp_path: Path, metric_models) -> No
 
 @pytest.mark.slow  # the session's tiny pipeline run: several generator runs, ~1-2 min on 2 busy cores
 def test_adapters_are_found_by_their_config(pipeline_run) -> None:
-    found = default_adapters(pipeline_run.params, "clothing")
+    from pmg.stages.ablations import find_adapters
+
+    found = find_adapters(catalogue(pipeline_run.params, pipeline_run.root), "clothing")
     assert set(found) == {"L4-prefix", "L4-noprefix", "L8-prefix"}
     assert found["L4-prefix"] == Path(pipeline_run.params.train_soft.out) / "clothing"
 

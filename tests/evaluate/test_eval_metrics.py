@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from eval_helpers import build_world, locations, make_params, write_main_run
+from eval_helpers import build_world, catalogue, load_metric_models, make_params, write_main_run
 from PIL import Image
 
 from pmg.config import ModelSpec
@@ -18,7 +18,6 @@ from pmg.evaluate.metrics import (
     batched_pair_metrics,
     evaluate_requests,
     load_image,
-    load_metric_models,
     naive_pair_metrics,
     per_pair_means,
     ssim_pairs,
@@ -203,7 +202,8 @@ def test_aggregation_weighs_every_pair_once(metric_models, tmp_path: Path) -> No
 
 
 def test_run_evaluate_writes_validated_tables_and_metrics(tmp_path: Path, metric_models) -> None:
-    from pmg.evaluate.stage import run_evaluate, summarize_scenarios
+    from pmg.stages import evaluate as evaluate_stage
+    from pmg.stages.report import summarize_scenarios
 
     params = make_params(tmp_path)
     prepared = build_world(tmp_path / "prepared")
@@ -212,10 +212,10 @@ def test_run_evaluate_writes_validated_tables_and_metrics(tmp_path: Path, metric
     (Path(params.generate.out) / "clothing" / "u3" / "g9").joinpath(
         "cand_2.png"
     ).unlink()  # the chosen one (highest z)
-    where = locations(tmp_path)
-    metrics = run_evaluate(params, "clothing", metric_models=metric_models, locations=where)
+    where = catalogue(params, tmp_path)
+    metrics = evaluate_stage.run(params, "clothing", catalogue=where, metric_models=metric_models, log=lambda _: None)
     out = Path(params.evaluate.out) / "clothing"
-    assert json.loads(where.evaluate_metrics("clothing").read_text()) == metrics
+    assert json.loads(where.metrics("evaluate", "clothing").read_text()) == metrics
     assert metrics["n_pairs"] == 4 and metrics["n_skipped"] == 1 and metrics["skipped"]["output_missing"] == 1
     for key in (
         "lpips_alex_history",
@@ -239,7 +239,7 @@ def test_run_evaluate_writes_validated_tables_and_metrics(tmp_path: Path, metric
     weights = pd.read_csv(where.weights_csv("clothing"))
     assert set(weights["metric"]) == {"d_p", "d_t", "z"} and weights["pair"].nunique() == 2
     assert where.weights_svg("clothing").read_text().startswith("<svg")
-    summary = summarize_scenarios(params, locations=where)
+    summary = summarize_scenarios(params, where)
     assert (
         summary["overall"]["n_pairs"] == 4
         and summary["clothing"]["lpips_history"] == metrics["lpips_history"]

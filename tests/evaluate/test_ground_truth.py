@@ -9,18 +9,18 @@ from pathlib import Path
 import pandas as pd
 from eval_helpers import build_world, keywords_frame, silhouette
 
-from pmg.data.store import read_scenario, report_frame, staging_folder, write_scenario
+from pmg.data.store import read_scenario, report_frame, write_scenario
 from pmg.data.world.clothing import render_garment
 from pmg.evaluate.ground_truth import (
     TARGET_IMAGE,
-    canonical_genre,
-    clothing_hits,
-    emoji_hits,
-    movies_hits,
-    named,
+    ground_truth_hits,
     summarize_hits,
 )
-from pmg.io import validate
+from pmg.io import output_folder, validate
+from pmg.scenarios.clothing import clothing_hits
+from pmg.scenarios.emoji import emoji_hits
+from pmg.scenarios.movies import canonical_genre, movies_hits
+from pmg.text import named
 from pmg.schemas import GroundTruthHits
 
 
@@ -70,7 +70,6 @@ def test_clothing_hits_are_measured_on_pixels(tmp_path: Path) -> None:
 
 def _movies(folder: Path):
     final = folder / "movies"
-    staging = staging_folder(final)
     genres = {
         "1": ["Action", "Sci-Fi"],
         "2": ["Comedy", "Children's"],
@@ -101,16 +100,16 @@ def _movies(folder: Path):
             }
         ]
     )
-    write_scenario(
-        staging,
-        final,
-        items=items,
-        interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
-        conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
-        splits=splits,
-        report=report_frame("movies", Counter({"users": 1}), Counter()),
-        ground_truth=None,
-    )
+    with output_folder(final) as staging:
+        write_scenario(
+            staging,
+            items=items,
+            interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
+            conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
+            splits=splits,
+            report=report_frame("movies", Counter({"users": 1}), Counter()),
+            ground_truth=None,
+        )
     return read_scenario(final)
 
 
@@ -139,7 +138,6 @@ def test_genre_words_match_whole_words_only() -> None:
 
 def test_emoji_mentions_of_character_and_emotion(tmp_path: Path) -> None:
     final = tmp_path / "emoji"
-    staging = staging_folder(final)
     items = pd.DataFrame(
         [
             {
@@ -168,34 +166,34 @@ def test_emoji_mentions_of_character_and_emotion(tmp_path: Path) -> None:
             },
         ]
     )
-    write_scenario(
-        staging,
-        final,
-        items=items,
-        interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
-        conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
-        splits=pd.DataFrame(
-            [
-                {
-                    "user_id": "e0001",
-                    "scenario": "emoji",
-                    "history_items": json.dumps(["e2"]),
-                    "target_item": "e1",
-                    "supervision_item": "e3",
-                }
-            ]
-        ),
-        report=report_frame("emoji", Counter({"users": 1}), Counter()),
-        ground_truth=pd.DataFrame(
-            [
-                {
-                    "user_id": "e0001",
-                    "scenario": "emoji",
-                    "preferences": json.dumps({"character": "cat", "emotion": "sadness"}),
-                }
-            ]
-        ),
-    )
+    with output_folder(final) as staging:
+        write_scenario(
+            staging,
+            items=items,
+            interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
+            conversations=pd.DataFrame(columns=["user_id", "turn", "text"]),
+            splits=pd.DataFrame(
+                [
+                    {
+                        "user_id": "e0001",
+                        "scenario": "emoji",
+                        "history_items": json.dumps(["e2"]),
+                        "target_item": "e1",
+                        "supervision_item": "e3",
+                    }
+                ]
+            ),
+            report=report_frame("emoji", Counter({"users": 1}), Counter()),
+            ground_truth=pd.DataFrame(
+                [
+                    {
+                        "user_id": "e0001",
+                        "scenario": "emoji",
+                        "preferences": json.dumps({"character": "cat", "emotion": "sadness"}),
+                    }
+                ]
+            ),
+        )
     prepared = read_scenario(final)
     keywords = keywords_frame("emoji", [("e0001", [], "e1", "e3", "", "")]).assign(
         preference_keywords=json.dumps(["cute kitten", "cartoon"]),
@@ -211,8 +209,6 @@ def test_emoji_mentions_of_character_and_emotion(tmp_path: Path) -> None:
 
 
 def test_no_ground_truth_gives_no_rows(tmp_path: Path) -> None:
-    from pmg.evaluate.stage import ground_truth_hits
-
     prepared = build_world(tmp_path / "prepared")
     empty = ground_truth_hits("clothing", prepared, outputs=None)
     assert empty.empty and list(empty.columns) == list(GroundTruthHits.to_schema().columns)

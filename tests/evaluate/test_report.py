@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_helpers import build_world, locations, make_params, write_main_run
+from eval_helpers import build_world, catalogue, make_params, run_report, write_main_run
 from PIL import Image
 
-from pmg.evaluate.report import run_report
 
 
 class _Refs(HTMLParser):
@@ -61,18 +60,18 @@ def test_report_without_runs_is_still_a_page(tmp_path: Path) -> None:
     """Nothing evaluated yet: the report says so per scenario instead of failing."""
     params = make_params(tmp_path)
     build_world(tmp_path / "prepared")
-    index = run_report(params, locations=locations(tmp_path))
+    index = run_report(params, tmp_path)
     text = index.read_text()
     _assert_self_contained(text, index.parent)
     assert "No evaluation of the main run found" in text and "No ablation results" in text
-    assert json.loads(locations(tmp_path).report_metrics().read_text()) == {"overall": {}}
+    assert json.loads(catalogue(params, tmp_path).metrics("report").read_text()) == {"overall": {}}
 
 
 def test_report_escapes_text_from_the_tables(tmp_path: Path, metric_models) -> None:
     import pandas as pd
 
-    from pmg.evaluate.stage import run_evaluate
     from pmg.io import write_table
+    from pmg.stages import evaluate as evaluate_stage
     from pmg.schemas import Keywords
 
     params = make_params(tmp_path)
@@ -81,8 +80,9 @@ def test_report_escapes_text_from_the_tables(tmp_path: Path, metric_models) -> N
     keywords = pd.read_parquet(Path(params.keywords.out) / "clothing.parquet")
     keywords.loc[0, "preference_keywords"] = json.dumps(["<script>alert(1)</script>", "a & b"])
     write_table(keywords, Path(params.keywords.out) / "clothing.parquet", Keywords)
-    run_evaluate(params, "clothing", metric_models=metric_models, locations=locations(tmp_path))
-    text = run_report(params, locations=locations(tmp_path)).read_text()
+    where = catalogue(params, tmp_path)
+    evaluate_stage.run(params, "clothing", catalogue=where, metric_models=metric_models, log=lambda _: None)
+    text = run_report(params, tmp_path).read_text()
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "a &amp; b" in text
     parsed = _assert_self_contained(text, Path(params.report.out))
     assert parsed.classes["gallery-pair"] == 2  # report.gallery_pairs
@@ -93,14 +93,14 @@ def test_report_escapes_text_from_the_tables(tmp_path: Path, metric_models) -> N
 
 @pytest.mark.slow  # the session's tiny pipeline run
 def test_report_of_a_pipeline_run_has_every_part(pipeline_run) -> None:
-    index = run_report(pipeline_run.params, locations=locations(pipeline_run.root))
+    index = run_report(pipeline_run.params, pipeline_run.root)
     text = index.read_text()
     parsed = _assert_self_contained(text, index.parent)
     assert "paper Table 2" in text and "paper Table 3" in text
     assert "Latent preference recovered" in text and "ablation: target_image" in text
     assert parsed.tags.get("svg", 0) >= 1 and parsed.tags.get("polyline", 0) >= 3
     assert parsed.classes["gallery-pair"] == 2
-    summary = json.loads(locations(pipeline_run.root).report_metrics().read_text())
+    summary = json.loads(catalogue(pipeline_run.params, pipeline_run.root).metrics("report").read_text())
     assert summary["clothing"]["lpips_history"] == pipeline_run.metrics["lpips_history"]
 
 
@@ -198,7 +198,7 @@ def test_report_loads_in_headless_chromium_without_failed_requests(pipeline_run,
     binary = _chromium()
     if binary is None:
         pytest.skip("chromium is not installed (Debian package `chromium`; `make system-deps` installs it)")
-    index = run_report(pipeline_run.params, locations=locations(pipeline_run.root))
+    index = run_report(pipeline_run.params, pipeline_run.root)
     user_data = tmp_path / "chromium-profile"
     user_data.mkdir()
     process = subprocess.Popen(

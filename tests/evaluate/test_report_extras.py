@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_helpers import build_world, locations, make_params, write_main_run
+from eval_helpers import build_world, catalogue, headline, make_params, run_report, write_main_run
 from PIL import Image
 
 from pmg.evaluate.gallery_png import CHOSEN_COLOUR, row_height
-from pmg.evaluate.report import HEADLINE_FILE, headline_markdown, run_report
+from pmg.stages.catalogue import HEADLINE as HEADLINE_FILE
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -28,7 +28,7 @@ def test_grid_has_a_row_per_scenario_and_frames_the_chosen_candidate(tmp_path: P
     # emoji has nothing prepared: its row says "no pairs" instead of failing.
     params = make_params(tmp_path, base={"scenarios": ["clothing", "emoji"]})
     write_main_run(build_world(tmp_path / "prepared"), params)
-    run_report(params, locations=locations(tmp_path))
+    run_report(params, tmp_path)
     grid = Path(params.report.grid_png)
     pixels = _pixels(grid)
     tile = params.report.grid_tile
@@ -45,13 +45,13 @@ def test_grid_has_a_row_per_scenario_and_frames_the_chosen_candidate(tmp_path: P
 def test_grid_of_a_run_without_pairs(tmp_path: Path) -> None:
     params = make_params(tmp_path, report={"grid_tile": 48})
     build_world(tmp_path / "prepared")
-    run_report(params, locations=locations(tmp_path))
+    run_report(params, tmp_path)
     pixels = _pixels(Path(params.report.grid_png))
     assert pixels.shape[0] == row_height(48) and not _has_colour(pixels, CHOSEN_COLOUR)
 
 
 def _ablation_metrics(root: Path, scenario: str, by_variant: dict) -> None:
-    path = locations(root).ablation_metrics(scenario)
+    path = catalogue(make_params(root), root).ablation_metrics(scenario)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({scenario: by_variant}))
 
@@ -99,9 +99,9 @@ def test_headline_compares_pmg_with_no_personalisation(tmp_path: Path) -> None:
         },
     )
     # movies: no ablation metrics at all.
-    run_report(params, locations=locations(tmp_path))
+    run_report(params, tmp_path)
     text = (Path(params.report.out) / HEADLINE_FILE).read_text()
-    assert text == headline_markdown(params, locations=locations(tmp_path))
+    assert text == headline(params, tmp_path)
     rows = _rows(text)
     assert list(rows) == ["clothing", "emoji", "movies"]
     # (0.46 - 0.5) / 0.5 = -8 %; (0.41 - 0.4) / 0.4 = +2.5 %
@@ -116,14 +116,14 @@ def test_headline_says_not_run_without_the_baseline(tmp_path: Path, present: dic
     params = make_params(tmp_path)
     if present:
         _ablation_metrics(tmp_path, "clothing", present)
-    rows = _rows(headline_markdown(params, locations=locations(tmp_path)))
+    rows = _rows(headline(params, tmp_path))
     assert rows["clothing"][1] == "not run"
 
 
 @pytest.mark.slow  # the session's tiny pipeline run
 def test_headline_and_grid_of_a_pipeline_run(pipeline_run) -> None:
     params = pipeline_run.params
-    run_report(params, locations=locations(pipeline_run.root))
+    run_report(params, pipeline_run.root)
     rows = _rows((Path(params.report.out) / HEADLINE_FILE).read_text())
     pmg, none = (pipeline_run.ablations["clothing"][name] for name in ("soft+keywords", "none"))
     change = 100 * (pmg["lpips_alex_history"] - none["lpips_alex_history"]) / none["lpips_alex_history"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pmg.evaluate.weights import LONG_COLUMNS, case_study, read_case_study, weights_svg, write_case_study
+from pmg.evaluate.weights import LONG_COLUMNS, case_study, case_study_csv, parse_case_study, weights_svg
 
 
 def _scores() -> pd.DataFrame:
@@ -61,10 +61,9 @@ def test_case_study_takes_the_first_pairs_in_natural_order(tmp_path: Path) -> No
     one = frame[(frame.user_id == "u1") & (frame.metric == "d_p")]
     assert one["w_p"].tolist() == [0, 1, 2, 3, 4] and one["value"].is_monotonic_increasing
     assert frame.loc[frame.chosen, "w_p"].unique().tolist() == [2]
-    write_case_study(frame, tmp_path / "w.csv", tmp_path / "w.svg")
-    back = read_case_study(tmp_path / "w.csv")
+    back = parse_case_study(case_study_csv(frame))
     assert back["user_id"].tolist() == frame["user_id"].tolist() and back["chosen"].dtype == bool
-    assert read_case_study(tmp_path / "absent.csv").empty
+    assert parse_case_study("").empty and list(parse_case_study("").columns) == LONG_COLUMNS
 
 
 def test_svg_is_well_formed_with_one_line_per_pair_and_metric() -> None:

@@ -83,6 +83,21 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def replace_stage(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`replace_stage(name, run)`: the flows see stage `name` of the stage table run `run` instead."""
+    import dataclasses
+
+    import flows.tasks
+
+    def replace(name: str, run: Any) -> None:
+        stages = tuple(dataclasses.replace(s, run=run) if s.name == name else s for s in flows.tasks.STAGES)
+        monkeypatch.setattr(flows.tasks, "STAGES", stages)
+        monkeypatch.setattr(flows.tasks, "STAGES_BY_NAME", {s.name: s for s in stages})
+
+    return replace
+
+
+@pytest.fixture
 def tiny(in_tmp: Path) -> Any:
     """`tiny(assets, **extra)`: the shrunken config of the flow tests, as `pmg --set` overrides."""
 

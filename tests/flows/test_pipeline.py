@@ -63,10 +63,8 @@ def test_prepare_runs_per_scenario_then_is_cached(
 
 
 def test_transient_failure_is_retried_and_the_flow_completes(
-    monkeypatch: pytest.MonkeyPatch, no_backoff: None, tiny: Any, task_runs: Any, tmp_path: Path
+    replace_stage: Any, no_backoff: None, tiny: Any, task_runs: Any, tmp_path: Path
 ) -> None:
-    import pmg.stages.prepare
-
     calls: list[str] = []
 
     def flaky(params: Any, scenario: str, **_: Any) -> dict:
@@ -75,7 +73,7 @@ def test_transient_failure_is_retried_and_the_flow_completes(
             raise ConnectionError("S3 connection reset by peer")
         return {"kept": {"users_split": 3}}
 
-    monkeypatch.setattr(pmg.stages.prepare, "run", flaky)
+    replace_stage("prepare", flaky)
     state = pipeline_flow(
         params_path=PARAMS,
         overrides=tiny(tmp_path),
@@ -90,10 +88,8 @@ def test_transient_failure_is_retried_and_the_flow_completes(
 
 
 def test_deterministic_failure_fails_fast_with_the_cause(
-    monkeypatch: pytest.MonkeyPatch, no_backoff: None, tiny: Any, task_runs: Any, tmp_path: Path
+    replace_stage: Any, no_backoff: None, tiny: Any, task_runs: Any, tmp_path: Path
 ) -> None:
-    import pmg.stages.prepare
-
     calls: list[str] = []
 
     def broken(params: Any, scenario: str, **_: Any) -> dict:
@@ -102,7 +98,7 @@ def test_deterministic_failure_fails_fast_with_the_cause(
             "data/prepared/emoji/splits.parquet", "user 'u7' has no target item", row=6, column="target_item"
         )
 
-    monkeypatch.setattr(pmg.stages.prepare, "run", broken)
+    replace_stage("prepare", broken)
     state = pipeline_flow(
         params_path=PARAMS,
         overrides=tiny(tmp_path),
@@ -121,12 +117,8 @@ def test_deterministic_failure_fails_fast_with_the_cause(
         state.result()
 
 
-def test_gpu_stages_run_tagged(
-    monkeypatch: pytest.MonkeyPatch, tiny: Any, task_runs: Any, tmp_path: Path
-) -> None:
-    import pmg.stages.zoo
-
-    monkeypatch.setattr(pmg.stages.zoo, "run_clip", lambda params, *, log: {"gate_passed": True})
+def test_gpu_stages_run_tagged(replace_stage: Any, tiny: Any, task_runs: Any, tmp_path: Path) -> None:
+    replace_stage("zoo_clip", lambda params, **_: {"gate_passed": True})
     state = pipeline_flow(
         params_path=PARAMS, overrides=tiny(tmp_path), stages=["zoo_clip"], return_state=True
     )

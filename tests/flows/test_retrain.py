@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -154,17 +151,16 @@ def test_registry_outage_is_retried_then_fails_with_the_endpoint(
 
 @pytest.fixture
 def fake_personalize(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    """A stand-in `pmg.method.personalize` recording its calls (until the real one exists)."""
+    """A stand-in `pmg.stages.personalize.personalize` recording its calls (no models needed)."""
+    import pmg.stages.personalize
+
     calls: list[tuple] = []
 
     def personalize(params: Any, scenario: str, user: str, target: str, *, adapter_dir: str | None) -> dict:
         calls.append((scenario, user, target, adapter_dir and Path(adapter_dir)))
         return {"image": f"out/{scenario}/{user}-{target}.png"}
 
-    module = types.ModuleType("pmg.method.personalize")
-    module.__spec__ = importlib.machinery.ModuleSpec("pmg.method.personalize", None)
-    module.personalize = personalize  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pmg.method.personalize", module)
+    monkeypatch.setattr(pmg.stages.personalize, "personalize", personalize)
     return calls
 
 

@@ -15,7 +15,6 @@ from flows.tasks import (
     STAGES,
     STAGES_BY_NAME,
     RemoteStageFailed,
-    StageUnavailable,
     WorkerLost,
     is_transient,
     personalize_function,
@@ -114,7 +113,11 @@ def test_an_exception_may_say_itself() -> None:
     assert not is_transient(unflagged)
 
 
-def test_stage_table_is_the_pipeline_in_order() -> None:
+def test_the_flows_run_the_stage_table() -> None:
+    """One stage list: the Prefect pipeline's is the stage table `dvc.yaml` is checked against."""
+    from pmg.stages import table
+
+    assert STAGES is table.STAGES and STAGES_BY_NAME is table.STAGES_BY_NAME
     names = [s.name for s in STAGES]
     assert (
         names.index("prepare") < names.index("describe") < names.index("keywords") < names.index("train_soft")
@@ -122,53 +125,51 @@ def test_stage_table_is_the_pipeline_in_order() -> None:
     assert (
         names.index("train_soft") < names.index("generate") < names.index("select") < names.index("evaluate")
     )
-    assert names[-1] == "report" and not STAGES_BY_NAME["report"].per_scenario
-    assert {s.name for s in STAGES if s.gpu} >= {"train_soft", "generate", "evaluate"}
+    assert names.index("evaluate") < names.index("train_soft_ablations") < names.index("ablations")
+    assert names[0] == "assets" and names[-1] == "report" and not STAGES_BY_NAME["report"].per_scenario
+    gpu = {s.name for s in STAGES if s.gpu}
+    assert gpu == {"zoo_clip", "zoo_sd", "train_soft", "generate", "evaluate", "train_soft_ablations", "ablations"}
 
 
-def test_stages_resolve_in_pipeline_order_and_missing_ones_are_named() -> None:
+def test_stages_resolve_in_pipeline_order_and_unknown_ones_are_named() -> None:
     params = load_params(PARAMS)
-    assert [s.name for s in resolve_stages(["prepare"], params)] == ["prepare"]
+    assert [s.name for s in resolve_stages(["select", "prepare"], params)] == ["prepare", "select"]
     with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['prepar'\]"):
         resolve_stages(["prepar"], params)
     with pytest.raises(ConfigError, match="stages is empty"):
         resolve_stages([], params)
-    # A stage not in pmg.stages is an error naming the module, before anything runs.
-    missing = [s.name for s in STAGES if not _exists(s.module)]
-    if missing:
-        with pytest.raises(
-            StageUnavailable, match=rf"pmg\.stages\.{STAGES_BY_NAME[missing[0]].module} does not exist"
-        ):
-            resolve_stages(["prepare", missing[0]], params)
-        with pytest.raises(StageUnavailable, match="Stages available now: .*prepare"):
-            resolve_stages(None, params)
 
 
-def _exists(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(f"pmg.stages.{module}") is not None
-
-
-def test_default_stages_follow_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.tasks
-
-    monkeypatch.setattr(flows.tasks, "stage_function", lambda stage: print)  # every stage "exists"
+def test_default_stages_follow_the_profile() -> None:
     mini = [s.name for s in resolve_stages(None, load_params(PARAMS))]
     full = [s.name for s in resolve_stages(None, load_params(PARAMS, {"base.profile": "full"}))]
-    assert mini == [s.name for s in STAGES]
+    assert mini == [s.name for s in STAGES]  # ablations included, as `dvc repro` runs them
     assert "zoo_sd" in mini and not any(name.startswith("zoo_") for name in full)
+    assert {"train_soft_ablations", "ablations", "assets"} <= set(full)
 
 
-def test_stage_outputs_follow_the_out_convention(tmp_path: Path) -> None:
+def test_stage_outputs_are_the_catalogues(tmp_path: Path) -> None:
     params = load_params(
         PARAMS, {"prepare.out": str(tmp_path / "prepared"), "describe.out": str(tmp_path / "d")}
     )
-    assert stage_outputs(STAGES_BY_NAME["prepare"], params, "emoji") == [tmp_path / "prepared" / "emoji"]
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "emoji.parquet").write_bytes(b"")
-    assert stage_outputs(STAGES_BY_NAME["describe"], params, "emoji") == [tmp_path / "d" / "emoji.parquet"]
-    assert stage_outputs(STAGES_BY_NAME["zoo_sd"], params, None) == [Path(params.zoo.sd.out)]
+    assert stage_outputs(STAGES_BY_NAME["prepare"], params, "emoji") == [
+        tmp_path / "prepared" / "emoji",
+        Path("metrics/prepare/emoji.json"),
+        Path("metrics/timings/prepare/emoji.json"),
+    ]
+    assert stage_outputs(STAGES_BY_NAME["describe"], params, "emoji")[0] == tmp_path / "d" / "emoji.parquet"
+    assert stage_outputs(STAGES_BY_NAME["zoo_sd"], params, None)[0] == Path(params.zoo.sd.out)
+
+
+def test_stage_cache_keys_follow_the_code_the_stage_runs() -> None:
+    """Prefect and `dvc repro` agree on staleness: a stage's key covers its `dvc.yaml` code deps only."""
+    from flows.tasks import stage_fingerprint
+    from pmg.stages.deps import stage_source_files
+
+    files = {p.as_posix() for p in stage_source_files("select")}
+    assert any(f.endswith("pmg/method/select.py") for f in files)
+    assert not any(f.endswith("pmg/method/keywords.py") for f in files)  # select does not run it
+    assert stage_fingerprint("select") != stage_fingerprint("keywords")
 
 
 def test_gpu_stages_carry_the_gpu_tag_and_the_retry_policy() -> None:
@@ -180,11 +181,7 @@ def test_gpu_stages_carry_the_gpu_tag_and_the_retry_policy() -> None:
         assert built.retry_condition_fn is not None and built.persist_result
 
 
-def test_batch_chain_function_is_checked() -> None:
-    import importlib.util
+def test_batch_chain_function_is_the_cli_one() -> None:
+    from pmg.stages.personalize import personalize
 
-    if importlib.util.find_spec("pmg.method.personalize") is None:
-        with pytest.raises(StageUnavailable, match=r"pmg\.method\.personalize\.personalize\(\)"):
-            personalize_function()
-    else:
-        assert callable(personalize_function())
+    assert personalize_function() is personalize

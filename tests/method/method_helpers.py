@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from pmg.data.store import PreparedScenario, read_scenario, report_frame, staging_folder, write_scenario
+from pmg.data.store import PreparedScenario, read_scenario, report_frame, write_scenario
+from pmg.io import output_folder
 
 
 class ScriptedLLM:
@@ -98,89 +99,88 @@ ITEMS = [
 def build_prepared(folder: Path, *, long_text_item: str | None = "g4") -> PreparedScenario:
     """A 4-user clothing scenario with images, written through the real store."""
     final = folder / "clothing"
-    staging = staging_folder(final)
-    (staging / "images").mkdir()
-    rows = []
-    for i, (item_id, colour, material, elements, season, style, category) in enumerate(ITEMS):
-        text = f"A {colour} {category} in {material} with a {elements} pattern, {style}, for {season}."
-        if item_id == long_text_item:
-            text = text + " " + "It is a very long description of the garment, with many details. " * 4
-        Image.new("RGB", (16, 16), (20 * i, 255 - 20 * i, 100)).save(staging / "images" / f"{item_id}.png")
-        rows.append(
-            {
-                "item_id": item_id,
-                "scenario": "clothing",
-                "title": f"{elements} {colour} {category}",
-                "text": text,
-                "attributes": json.dumps(
-                    {
-                        "category": category,
-                        "colour": colour,
-                        "material": material,
-                        "season": season,
-                        "style": style,
-                        "elements": elements,
-                    }
-                ),
-                "image_path": f"images/{item_id}.png",
-            }
+    with output_folder(final) as staging:
+        (staging / "images").mkdir()
+        rows = []
+        for i, (item_id, colour, material, elements, season, style, category) in enumerate(ITEMS):
+            text = f"A {colour} {category} in {material} with a {elements} pattern, {style}, for {season}."
+            if item_id == long_text_item:
+                text = text + " " + "It is a very long description of the garment, with many details. " * 4
+            Image.new("RGB", (16, 16), (20 * i, 255 - 20 * i, 100)).save(staging / "images" / f"{item_id}.png")
+            rows.append(
+                {
+                    "item_id": item_id,
+                    "scenario": "clothing",
+                    "title": f"{elements} {colour} {category}",
+                    "text": text,
+                    "attributes": json.dumps(
+                        {
+                            "category": category,
+                            "colour": colour,
+                            "material": material,
+                            "season": season,
+                            "style": style,
+                            "elements": elements,
+                        }
+                    ),
+                    "image_path": f"images/{item_id}.png",
+                }
+            )
+        items = pd.DataFrame(rows)
+        splits = pd.DataFrame(
+            [
+                {
+                    "user_id": "u1",
+                    "scenario": "clothing",
+                    "history_items": json.dumps(["g1", "g2", "g3", "g4"]),
+                    "target_item": "g5",
+                    "supervision_item": "g6",
+                },
+                {
+                    "user_id": "u2",
+                    "scenario": "clothing",
+                    "history_items": json.dumps(["g5", "g6", "g1"]),
+                    "target_item": "g2",
+                    "supervision_item": "g7",
+                },
+                {
+                    "user_id": "u10",
+                    "scenario": "clothing",
+                    "history_items": json.dumps(["g7", "g8"]),
+                    "target_item": "g1",
+                    "supervision_item": "g2",
+                },
+                {
+                    "user_id": "u3",
+                    "scenario": "clothing",
+                    "history_items": json.dumps(["g8", "g2", "g1"]),
+                    "target_item": "g3",
+                    "supervision_item": "g4",
+                },
+            ]
         )
-    items = pd.DataFrame(rows)
-    splits = pd.DataFrame(
-        [
-            {
-                "user_id": "u1",
-                "scenario": "clothing",
-                "history_items": json.dumps(["g1", "g2", "g3", "g4"]),
-                "target_item": "g5",
-                "supervision_item": "g6",
-            },
-            {
-                "user_id": "u2",
-                "scenario": "clothing",
-                "history_items": json.dumps(["g5", "g6", "g1"]),
-                "target_item": "g2",
-                "supervision_item": "g7",
-            },
-            {
-                "user_id": "u10",
-                "scenario": "clothing",
-                "history_items": json.dumps(["g7", "g8"]),
-                "target_item": "g1",
-                "supervision_item": "g2",
-            },
-            {
-                "user_id": "u3",
-                "scenario": "clothing",
-                "history_items": json.dumps(["g8", "g2", "g1"]),
-                "target_item": "g3",
-                "supervision_item": "g4",
-            },
-        ]
-    )
-    interactions = pd.DataFrame(
-        [
-            {"user_id": u, "item_id": i, "timestamp": t, "rating": None}
-            for u, hist in [("u1", ["g1", "g2", "g3", "g4"]), ("u2", ["g5", "g6", "g1"])]
-            for t, i in enumerate(hist)
-        ]
-    )
-    conversations = pd.DataFrame(
-        [
-            {"user_id": "u1", "turn": 0, "text": "I need something warm for the winter."},
-            {"user_id": "u1", "turn": 1, "text": "Red is my favourite colour."},
-        ]
-    )
-    from collections import Counter as C
+        interactions = pd.DataFrame(
+            [
+                {"user_id": u, "item_id": i, "timestamp": t, "rating": None}
+                for u, hist in [("u1", ["g1", "g2", "g3", "g4"]), ("u2", ["g5", "g6", "g1"])]
+                for t, i in enumerate(hist)
+            ]
+        )
+        conversations = pd.DataFrame(
+            [
+                {"user_id": "u1", "turn": 0, "text": "I need something warm for the winter."},
+                {"user_id": "u1", "turn": 1, "text": "Red is my favourite colour."},
+            ]
+        )
+        from collections import Counter as C
 
-    write_scenario(
-        staging,
-        final,
-        items=items,
-        interactions=interactions,
-        conversations=conversations,
-        splits=splits,
-        report=report_frame("clothing", C({"users": 4}), C()),
-        ground_truth=None,
-    )
+        write_scenario(
+            staging,
+            items=items,
+            interactions=interactions,
+            conversations=conversations,
+            splits=splits,
+            report=report_frame("clothing", C({"users": 4}), C()),
+            ground_truth=None,
+        )
     return read_scenario(final)

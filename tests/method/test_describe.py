@@ -14,7 +14,7 @@ from pmg.config import DescribeConfig, parse_params
 from pmg.data.store import PreparedScenario
 from pmg.errors import DataError
 from pmg.io import read_table, validate, write_table
-from pmg.method.describe import clean_summary, describe, run_describe, select_users
+from pmg.method.describe import clean_summary, describe, select_users
 from pmg.method.llm_cache import CachedCaptioner, CachedLLM, ContentCache
 from pmg.schemas import Descriptions
 
@@ -45,7 +45,7 @@ def test_users_are_the_first_by_natural_id(prepared: PreparedScenario) -> None:
 
 def test_lines_of_every_kind_in_order(prepared: PreparedScenario, describe_cfg: DescribeConfig) -> None:
     llm = ScriptedLLM()
-    frame = describe(prepared, ["u1", "u2"], llm=llm, captioner=None, cfg=describe_cfg)
+    frame, report = describe(prepared, ["u1", "u2"], llm=llm, captioner=None, cfg=describe_cfg)
     validate(frame, Descriptions, "test")
     u1 = frame[frame["user_id"] == "u1"]
     assert list(u1["kind"]) == ["history"] * 4 + ["conversation"] * 2 + ["target", "supervision"]
@@ -73,7 +73,7 @@ def test_captions_are_appended_and_each_item_described_once(
 ) -> None:
     captioner = ColourCaptioner()
     llm = ScriptedLLM()
-    frame = describe(prepared, ["u1", "u2", "u3", "u10"], llm=llm, captioner=captioner, cfg=describe_cfg)
+    frame, report = describe(prepared, ["u1", "u2", "u3", "u10"], llm=llm, captioner=captioner, cfg=describe_cfg)
     assert sum(captioner.calls) == 8  # 8 distinct items, though users share them
     assert all(n <= describe_cfg.batch_size for n in captioner.calls)
     assert len(llm.prompts) == 1  # g4 is summarised once for u1 (history) and u3 (supervision)
@@ -87,7 +87,7 @@ def test_unusable_summary_falls_back_to_cut_text(
     prepared: PreparedScenario, describe_cfg: DescribeConfig
 ) -> None:
     llm = ScriptedLLM(lambda prompt: "  \n Sentence: ...")
-    frame = describe(prepared, ["u1"], llm=llm, captioner=None, cfg=describe_cfg)
+    frame, report = describe(prepared, ["u1"], llm=llm, captioner=None, cfg=describe_cfg)
     g4 = frame[frame["ref"] == "g4"].iloc[0]
     assert g4["source"] == "text" and g4["line"].startswith("A red dress in silk") and len(g4["line"]) <= 121
     assert clean_summary('Summary: "A red silk dress."\nmore', 100) == "A red silk dress."
@@ -104,9 +104,9 @@ def test_summary_prompt_is_cut_to_the_context(
 def test_unknown_user_is_skipped_and_reported(
     prepared: PreparedScenario, describe_cfg: DescribeConfig
 ) -> None:
-    frame = describe(prepared, ["u1", "nobody"], llm=None, captioner=None, cfg=describe_cfg)
+    frame, report = describe(prepared, ["u1", "nobody"], llm=None, captioner=None, cfg=describe_cfg)
     assert set(frame["user_id"]) == {"u1"}
-    assert frame.attrs["report"]["skipped_users"] == {"unknown user": ["nobody"]}
+    assert report.skipped_users == {"unknown user": ["nobody"]}
     # Without an LLM, long texts are cut rather than summarised.
     assert frame[frame["ref"] == "g4"]["source"].iloc[0] == "text"
 
@@ -117,7 +117,7 @@ def test_rerun_with_caches_calls_no_model(
     llm, captioner = ScriptedLLM(), ColourCaptioner()
     cache = ContentCache(tmp_path / "cache")
 
-    def run() -> pd.DataFrame:
+    def run():
         return describe(
             prepared,
             ["u1", "u2"],
@@ -126,21 +126,18 @@ def test_rerun_with_caches_calls_no_model(
             cfg=describe_cfg,
         )
 
-    first = run()
+    first, _ = run()
     calls = (len(llm.calls), len(captioner.calls))
-    second = run()
+    second, report = run()
     assert (len(llm.calls), len(captioner.calls)) == calls
-    assert (
-        second.attrs["report"]["caption_cache"]["calls"] == 0
-        and second.attrs["report"]["llm_cache"]["calls"] == 0
-    )
+    assert report.caption_cache["calls"] == 0 and report.llm_cache["calls"] == 0
     pd.testing.assert_frame_equal(first, second)
 
 
 def test_table_round_trips_and_bad_rows_are_named(
     prepared: PreparedScenario, describe_cfg: DescribeConfig, tmp_path: Path
 ) -> None:
-    frame = describe(prepared, ["u1"], llm=None, captioner=None, cfg=describe_cfg)
+    frame, report = describe(prepared, ["u1"], llm=None, captioner=None, cfg=describe_cfg)
     path = tmp_path / "describe" / "clothing.parquet"
     write_table(frame, path, Descriptions)
     pd.testing.assert_frame_equal(read_table(path, Descriptions), frame, check_dtype=False)
@@ -150,9 +147,12 @@ def test_table_round_trips_and_bad_rows_are_named(
         write_table(bad, path, Descriptions)
 
 
-def test_run_describe_reads_params_and_gives_the_captioner_a_vocabulary(
+def test_describe_stage_caches_the_models_and_gives_the_captioner_a_vocabulary(
     prepared: PreparedScenario, tmp_path: Path
 ) -> None:
+    """`describe_users`, the sequence the describe stage and `pmg personalize` share."""
+    from pmg.stages.describe import describe_users
+
     spec = {"kind": "x", "path": str(tmp_path / "missing")}
     params = parse_params(
         {
@@ -171,10 +171,10 @@ def test_run_describe_reads_params_and_gives_the_captioner_a_vocabulary(
         }
     )
     captioner = ColourCaptioner()
-    frame = run_describe(params, "clothing", llm=ScriptedLLM(), captioner=captioner)
+    users = select_users(prepared.splits, params.describe.max_users)
+    frame, report = describe_users(params, prepared, users, llm=ScriptedLLM(), captioner=captioner)
     assert sorted(set(frame["user_id"])) == ["u1", "u2", "u3"]
-    report = frame.attrs["report"]
-    assert report["caption_cache"]["misses"] == 8 and report["users_described"] == 3
+    assert report.caption_cache["misses"] == 8 and report.users_described == 3
     # The scenario's attribute values (caption_fields: colour, material, elements, category).
     vocabulary, top_k = captioner.given
     assert vocabulary[:3] == ["red", "wool", "striped"] and "coat" in vocabulary and top_k == 3

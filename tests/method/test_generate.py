@@ -23,8 +23,8 @@ from pmg.method.generate import (
     generate_candidates,
     pad_conditions,
     repeat_prompt,
+    generate_pairs,
     request_from_keywords,
-    run_generate,
     weighted_condition,
 )
 from pmg.models.generator import ImageGenerator
@@ -297,10 +297,20 @@ def params(tmp_path: Path):
     )
 
 
-def test_run_generate_writes_images_then_the_table(params, keywords_table, generator, tmp_path) -> None:
+def _generate_into(params, keywords_table, behaviour, generator, folder):
+    """The generate stage's writer (`pmg.stages.generate.generate_into`) on these tables."""
+    from pmg.stages.generate import generate_into
+
+    return generate_into(
+        folder, params.generate, "clothing", keywords_table, behaviour, ITEMS,
+        generator=generator, soft_model=None, seed=params.base.seed,
+    )
+
+
+def test_generate_stage_writes_images_then_the_table(params, keywords_table, generator, tmp_path) -> None:
     behaviour = {"u1": "liked red coats", "u2": "liked shirts", "u3": "liked blue"}
-    frame = run_generate(params, "clothing", keywords_table, behaviour, generator=generator, soft_model=None, items=ITEMS)
     folder = tmp_path / "generate" / "clothing"
+    frame, report = _generate_into(params, keywords_table, behaviour, generator, folder)
     table = read_table(folder / "candidates.parquet", Candidates)
     pd.testing.assert_frame_equal(table, frame.reset_index(drop=True), check_like=True)
     assert list(frame["user_id"]) == ["u1"] * 3 + ["u2"] * 3
@@ -309,17 +319,16 @@ def test_run_generate_writes_images_then_the_table(params, keywords_table, gener
     assert set(frame["variant"]) == {"keywords"} and set(frame["mode"]) == {"weighted_embeddings"}
     u2 = frame[frame["user_id"] == "u2"]
     assert set(u2["keyword_fallback"]) == {FALLBACK_EMPTY_PREFERENCE} and set(u2["preference_text"]) == {""}
-    report = frame.attrs["report"]
-    assert report["skipped"] == {"target item not in catalogue": ["u3"], "no history": ["u4"]}
-    assert report["skipped_count"] == 2 and report["pairs_generated"] == 2 and report["candidates"] == 6
+    assert report.skipped == {"target item not in catalogue": ["u3"], "no history": ["u4"]}
+    assert report.skipped_count == 2 and report.pairs_generated == 2 and report.candidates == 6
     assert json.loads((folder / "report.json").read_text())["skipped_count"] == 2
     assert not any(p.name.startswith(".") for p in (tmp_path / "generate").iterdir())  # no staging left
 
 
 def test_a_failed_run_leaves_the_previous_output(params, keywords_table, generator, tmp_path) -> None:
     behaviour = {"u1": "a", "u2": "b"}
-    first = run_generate(params, "clothing", keywords_table, behaviour, generator=generator, soft_model=None, items=ITEMS)
     folder = tmp_path / "generate" / "clothing"
+    first, _ = _generate_into(params, keywords_table, behaviour, generator, folder)
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
 
     class Failing(CountingGenerator):
@@ -329,16 +338,19 @@ def test_a_failed_run_leaves_the_previous_output(params, keywords_table, generat
             return super().generate(*args, **kwargs)
 
     with pytest.raises(RuntimeError, match="worker lost"):
-        run_generate(params, "clothing", keywords_table, behaviour, generator=Failing(generator), soft_model=None, items=ITEMS)
+        _generate_into(params, keywords_table, behaviour, Failing(generator), folder)
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert len(read_table(folder / "candidates.parquet", Candidates)) == len(first)
     assert [p.name for p in (tmp_path / "generate").iterdir()] == ["clothing"]
 
 
-def test_run_generate_refuses_use_soft_without_a_model(params, keywords_table, generator) -> None:
-    params = params.model_copy(update={"generate": params.generate.model_copy(update={"use_soft": True})})
+def test_generate_refuses_use_soft_without_a_model(params, keywords_table, generator) -> None:
+    cfg = params.generate.model_copy(update={"use_soft": True})
     with pytest.raises(ConfigError, match="generate.use_soft is true but no soft preference model"):
-        run_generate(params, "clothing", keywords_table, {}, generator=generator, soft_model=None, items=ITEMS)
+        generate_pairs(
+            cfg, "clothing", keywords_table, {}, ITEMS, generator=generator, soft_model=None, seed=0,
+            save=lambda *_: pytest.fail("nothing is generated"),
+        )
 
 
 def test_empty_target_keywords_fall_back_to_title_words() -> None:
@@ -407,8 +419,8 @@ def test_generate_config_rejects_bad_values(update: dict, message: str) -> None:
 
 
 def test_inference_uses_the_training_prompts_and_skips_users_without_history() -> None:
-    from pmg.method.generate import behaviour_prompts, keyword_text
-    from pmg.method.soft import behaviour_prompt, keyword_string
+    from pmg.method.generate import keyword_text
+    from pmg.method.soft import behaviour_prompt, behaviour_prompts, keyword_string
 
     def line(user, kind, position, text, scenario="emoji"):
         return {"user_id": user, "scenario": scenario, "kind": kind, "ref": str(position),
@@ -422,6 +434,6 @@ def test_inference_uses_the_training_prompts_and_skips_users_without_history() -
         line("u2", "conversation", 0, "only talk"),   # no history: left out
         line("u3", "history", 0, "other scenario", scenario="movies"),
     ])
-    prompts = behaviour_prompts(frame, "emoji")
+    prompts = behaviour_prompts("emoji", frame)
     assert prompts == {"u1": behaviour_prompt("emoji", ["a smiling cat", "a sad face"], ["I love cats"])}
     assert keyword_text([" red ", "", "wool"]) == keyword_string([" red ", "", "wool"]) == "red, wool"

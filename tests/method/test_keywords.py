@@ -16,8 +16,9 @@ from pmg.method.describe import describe, select_users
 from pmg.method.keywords import keywords, most_frequent
 from pmg.method.llm_cache import CachedLLM, ContentCache
 from pmg.method.parsing import ClozeStop, cloze_closed, extract_cloze, parse_keywords
-from pmg.method.prompts import content_hash, load_prompt_set, read_lock, template_file
-from pmg.schemas import SCENARIOS, Keywords
+from pmg.method.prompts import content_hash, load_prompt_set, template_file
+from pmg.scenarios import names as scenario_names
+from pmg.schemas import Keywords
 
 # ------------------------------------------------------------------------- parser
 
@@ -156,21 +157,32 @@ def test_most_frequent_keeps_ties_in_first_seen_order() -> None:
 # ---------------------------------------------------------------------- templates
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", scenario_names())
 def test_templates_load_and_changed_content_has_a_new_version(scenario: str) -> None:
     prompts = load_prompt_set(scenario)
-    lock = read_lock()
-    assert scenario in lock, "add the scenario's template hash to pmg/method/prompts/versions.lock"
     digest = content_hash(template_file(scenario))
-    recorded = lock[scenario].get(prompts.version)
+    recorded = prompts.versions.get(prompts.version)
     assert recorded is not None, (
-        f"{template_file(scenario)}: version {prompts.version!r} is not in versions.lock; "
-        f"add it with content sha256 {digest}"
+        f"{template_file(scenario)}: version {prompts.version!r} is not in its `versions` block; "
+        f"add `{prompts.version}: {digest}` there"
     )
     assert recorded == digest, (
         f"{template_file(scenario)} changed but its version {prompts.version!r} did not: bump `version` and "
-        f"record the new hash {digest} in versions.lock"
+        f"add `<new version>: {digest}` to its `versions` block"
     )
+    # Every recorded version is a distinct content: a version is never reused for other text.
+    assert len(set(prompts.versions.values())) == len(prompts.versions)
+
+
+def test_a_changed_template_without_a_new_version_is_caught(tmp_path) -> None:
+    """The history block is outside the hash; a content edit is not."""
+    source = template_file("emoji").read_text(encoding="utf-8")
+    edited = tmp_path / "emoji.yaml"
+    edited.write_text(source.replace("caption_fields:", "# a harmless-looking edit\ncaption_fields:"), encoding="utf-8")
+    assert content_hash(edited) != content_hash(template_file("emoji"))
+    moved = tmp_path / "same.yaml"
+    moved.write_text(source + "  emoji-9: " + "0" * 64 + "\n", encoding="utf-8")  # history only grows
+    assert content_hash(moved) == content_hash(template_file("emoji"))
 
 
 def test_attributes_are_the_authors() -> None:
@@ -197,7 +209,7 @@ def test_attributes_are_the_authors() -> None:
 
 @pytest.fixture
 def descriptions(prepared: PreparedScenario, describe_cfg) -> pd.DataFrame:
-    return describe(prepared, select_users(prepared.splits, None), llm=None, captioner=None, cfg=describe_cfg)
+    return describe(prepared, select_users(prepared.splits, None), llm=None, captioner=None, cfg=describe_cfg)[0]
 
 
 def _rows(frame: pd.DataFrame) -> dict[str, dict]:
@@ -206,7 +218,7 @@ def _rows(frame: pd.DataFrame) -> dict[str, dict]:
 
 def test_one_prompt_per_attribute_plus_target_batched(descriptions, prepared, tmp_path, keywords_cfg) -> None:
     llm = ScriptedLLM()
-    frame = keywords(
+    frame, report = keywords(
         descriptions,
         prepared.items,
         llm=CachedLLM(llm, "s", ContentCache(tmp_path / "c"), batch_size=4),
@@ -217,8 +229,10 @@ def test_one_prompt_per_attribute_plus_target_batched(descriptions, prepared, tm
     # 4 users x (5 attributes + 1 target) prompts, in batches of at most 4.
     assert len(llm.prompts) == 24 and all(len(call) <= 4 for call in llm.calls)
     assert len(llm.calls) == 5 + 1  # 20 preference prompts in 5 calls, 4 target prompts in 1
-    prompt = next(p for p in llm.prompts if "with colour words" in p)
-    assert prompt.startswith("Bought:\n- A red coat") and prompt.endswith("The shopper likes ____ colours.")
+    # Misses go shortest first (the LLM's batch order), not in user order.
+    colour = [p for p in llm.prompts if "with colour words" in p]
+    assert len(colour) == 4 and all(p.endswith("The shopper likes ____ colours.") for p in colour)
+    assert any(p.startswith("Bought:\n- A red coat") for p in colour)  # u1's history
     u1 = _rows(frame)["u1"]
     assert json.loads(u1["preference_keywords"])[0] == "red"
     assert u1["preference_source"] == "llm" and u1["target_source"] == "llm"
@@ -244,7 +258,7 @@ def test_garbage_answers_use_the_flagged_fallback(descriptions, prepared, keywor
     ]
     calls = iter(range(10_000))
     llm = ScriptedLLM(lambda prompt: garbage[next(calls) % len(garbage)])
-    frame = keywords(descriptions, prepared.items, llm=llm, cfg=keywords_cfg)
+    frame, report = keywords(descriptions, prepared.items, llm=llm, cfg=keywords_cfg)
     rows = _rows(frame)
     u1 = rows["u1"]  # history g1..g4: red x3, striped x2, casual x2, ...
     assert u1["preference_source"] == "fallback" and u1["target_source"] == "fallback"
@@ -259,7 +273,7 @@ def test_garbage_answers_use_the_flagged_fallback(descriptions, prepared, keywor
     }
     # The target fallback is the target item's own attributes (g5: green denim trousers).
     assert json.loads(u1["target_keywords"])[:3] == ["green", "denim", "plain"]
-    assert frame.attrs["report"]["attribute_sources"] == {"fallback": 20}
+    assert report.attribute_sources == {"fallback": 20}
 
 
 def test_example_echo_is_not_a_preference(descriptions, prepared, keywords_cfg) -> None:
@@ -277,7 +291,7 @@ def test_example_echo_is_not_a_preference(descriptions, prepared, keywords_cfg) 
         return "1. casual"
 
     llm = ScriptedLLM(rule)
-    u1 = _rows(keywords(descriptions, prepared.items, llm=llm, cfg=keywords_cfg))["u1"]
+    u1 = _rows(keywords(descriptions, prepared.items, llm=llm, cfg=keywords_cfg)[0])["u1"]
     per_attribute = json.loads(u1["per_attribute"])
     assert per_attribute["colour"]["echoed"] == ["navy", "beige", "olive"]
     assert per_attribute["colour"]["source"] == "fallback" and per_attribute["colour"]["keywords"] == ["red"]
@@ -302,7 +316,7 @@ def test_example_echo_is_not_a_preference(descriptions, prepared, keywords_cfg) 
 def test_long_history_is_truncated_oldest_first(descriptions, prepared, keywords_cfg) -> None:
     # One token per character: a budget that fits about two history lines.
     llm = TokenizedScriptedLLM(context_length=460)
-    frame = keywords(descriptions, prepared.items, llm=llm, cfg=keywords_cfg)
+    frame, report = keywords(descriptions, prepared.items, llm=llm, cfg=keywords_cfg)
     u1 = _rows(frame)["u1"]
     assert u1["truncated_history"] > 0
     colour_prompts = [p for p in llm.prompts if "with colour words" in p and "Red is my favourite" in p]
@@ -310,13 +324,13 @@ def test_long_history_is_truncated_oldest_first(descriptions, prepared, keywords
     # The oldest item (g1, the red coat) went first; the newest one stayed.
     history = [line for line in descriptions.query("user_id == 'u1' and kind == 'history'")["line"]]
     assert history[0] not in colour_prompts[0] and history[-1] in colour_prompts[0]
-    assert frame.attrs["report"]["truncated_users"] >= 1
+    assert report.truncated_users >= 1
 
 
 def test_max_prompt_tokens_also_truncates(descriptions, prepared, keywords_cfg) -> None:
     cfg = keywords_cfg.model_copy(update={"max_prompt_tokens": 400})
     llm = TokenizedScriptedLLM(context_length=None)
-    frame = keywords(descriptions, prepared.items, llm=llm, cfg=cfg)
+    frame, report = keywords(descriptions, prepared.items, llm=llm, cfg=cfg)
     assert _rows(frame)["u1"]["truncated_history"] > 0  # 4 items + 2 turns do not fit 400 characters
     assert all(len(p) <= 400 for p in llm.prompts if "Fill in" in p)
 
@@ -326,10 +340,9 @@ def test_user_without_history_is_skipped_and_reported(descriptions, prepared, ke
     lines = descriptions[
         ~((descriptions["user_id"] == "u2") & (descriptions["kind"].isin(["history", "conversation"])))
     ]
-    frame = keywords(lines, prepared.items, llm=ScriptedLLM(), cfg=keywords_cfg, users=["u1", "u2", "ghost"])
+    frame, report = keywords(lines, prepared.items, llm=ScriptedLLM(), cfg=keywords_cfg, users=["u1", "u2", "ghost"])
     assert list(frame["user_id"]) == ["u1"]
-    report = frame.attrs["report"]
-    assert report["skipped_users"] == {"no history": ["u2", "ghost"]} and report["skipped_count"] == 2
+    assert report.skipped_users == {"no history": ["u2", "ghost"]} and report.skipped_count == 2
 
 
 def test_rerun_is_free_and_a_new_user_costs_only_its_prompts(
@@ -338,9 +351,9 @@ def test_rerun_is_free_and_a_new_user_costs_only_its_prompts(
     llm = ScriptedLLM()
     cache = ContentCache(tmp_path / "cache")
     some = descriptions[descriptions["user_id"].isin(["u1", "u2"])]
-    first = keywords(some, prepared.items, llm=CachedLLM(llm, "s", cache), cfg=keywords_cfg)
+    first, _ = keywords(some, prepared.items, llm=CachedLLM(llm, "s", cache), cfg=keywords_cfg)
     assert len(llm.prompts) == 12
-    again = keywords(some, prepared.items, llm=CachedLLM(llm, "s", cache), cfg=keywords_cfg)
+    again, _ = keywords(some, prepared.items, llm=CachedLLM(llm, "s", cache), cfg=keywords_cfg)
     assert len(llm.prompts) == 12  # zero new LLM calls
     pd.testing.assert_frame_equal(first, again)
     more = descriptions[descriptions["user_id"].isin(["u1", "u2", "u3"])]
@@ -350,7 +363,7 @@ def test_rerun_is_free_and_a_new_user_costs_only_its_prompts(
 
 
 def test_without_an_llm_everything_is_fallback(descriptions, prepared) -> None:
-    frame = keywords(descriptions, prepared.items, llm=None, cfg=KeywordsConfig())
+    frame, report = keywords(descriptions, prepared.items, llm=None, cfg=KeywordsConfig())
     assert set(frame["preference_source"]) == {"fallback"} and set(frame["target_source"]) == {"fallback"}
     assert (frame["n_prompts"] == 0).all()
 
@@ -360,8 +373,8 @@ def test_without_an_llm_everything_is_fallback(descriptions, prepared) -> None:
 
 @pytest.mark.slow
 def test_local_llm_plugs_in_end_to_end(tmp_path: Path, prepared: PreparedScenario) -> None:
-    """run_describe + run_keywords with a real (tiny, random) LocalLLM and clip-retrieval
-    captioner loaded from disk.
+    """The describe and keywords stages' functions with a real (tiny, random) LocalLLM and
+    clip-retrieval captioner loaded from disk.
 
     The tiny models answer noise, so this checks the plumbing — the chat
     template, real token counts against its 256-token context (history gets
@@ -369,8 +382,6 @@ def test_local_llm_plugs_in_end_to_end(tmp_path: Path, prepared: PreparedScenari
     disk and the model fingerprints — not the keywords' content.
     """
     from pmg.config import parse_params
-    from pmg.method.describe import run_describe
-    from pmg.method.keywords import run_keywords
     from pmg.models import tiny
     from pmg.models.captioner import load_captioner
     from pmg.models.llm import load_llm
@@ -407,13 +418,16 @@ def test_local_llm_plugs_in_end_to_end(tmp_path: Path, prepared: PreparedScenari
             },
         }
     )
+    from pmg.stages.describe import describe_users
+    from pmg.stages.keywords import extract_keywords
+
     llm = load_llm(params.profile.llm, "cpu", batch_size=4)
     captioner = load_captioner(params.profile.captioner, "cpu", vocabulary=["anything"])
-    descriptions = run_describe(params, "clothing", llm=llm, captioner=captioner)
+    users = select_users(prepared.splits, params.describe.max_users)
+    descriptions, report = describe_users(params, prepared, users, llm=llm, captioner=captioner)
     assert set(descriptions["user_id"]) == {"u1", "u2"}
-    report = descriptions.attrs["report"]
-    assert report["llm_cache"]["misses"] == 1  # g4's long text was summarised
-    assert report["caption_cache"] == {"hits": 0, "misses": 7, "calls": 1}  # 7 distinct items
+    assert report.llm_cache["misses"] == 1  # g4's long text was summarised
+    assert report.caption_cache == {"hits": 0, "misses": 7, "calls": 1}  # 7 distinct items
     # Captions are chosen from the scenario's attribute values (caption_fields).
     vocabulary = {
         str(value)
@@ -425,20 +439,13 @@ def test_local_llm_plugs_in_end_to_end(tmp_path: Path, prepared: PreparedScenari
     for line in items["line"]:
         caption = line.rsplit("Image: ", 1)[1].rstrip(".").split(", ")
         assert len(caption) == 3 and set(caption) <= vocabulary
-    again = run_describe(params, "clothing", llm=llm, captioner=captioner)
-    assert (
-        again.attrs["report"]["caption_cache"]["calls"] == 0
-        and again.attrs["report"]["llm_cache"]["calls"] == 0
-    )
-    frame = run_keywords(params, "clothing", descriptions, llm=llm)
+    _, again = describe_users(params, prepared, users, llm=llm, captioner=captioner)
+    assert again.caption_cache["calls"] == 0 and again.llm_cache["calls"] == 0
+    frame, report = extract_keywords(params, "clothing", descriptions, prepared.items, llm=llm)
     validate(frame, Keywords, "test")
     assert (frame["truncated_history"] > 0).any()  # a byte-level tokenizer and a 256-token context
-    assert frame.attrs["report"]["llm_cache"]["calls"] >= 1
+    assert report.llm_cache["calls"] >= 1
     assert frame["model_id"].iloc[0].startswith("hf@")
-    again = run_keywords(params, "clothing", descriptions, llm=llm)
-    assert again.attrs["report"]["llm_cache"] == {
-        "hits": frame.attrs["report"]["prompts"],
-        "misses": 0,
-        "calls": 0,
-    }
-    pd.testing.assert_frame_equal(frame, again)
+    again_frame, again_report = extract_keywords(params, "clothing", descriptions, prepared.items, llm=llm)
+    assert again_report.llm_cache == {"hits": report.prompts, "misses": 0, "calls": 0}
+    pd.testing.assert_frame_equal(frame, again_frame)

@@ -17,9 +17,11 @@ from pmg.method.llm_cache import (
     CachedCaptioner,
     CachedLLM,
     ContentCache,
+    ask_llm,
     llm_key,
     model_fingerprint,
     model_id_of,
+    takes_stop_rules,
 )
 
 
@@ -246,3 +248,17 @@ def test_misses_go_in_the_llms_batch_order(tmp_path: Path) -> None:
     assert answers == ["answer to a", "answer to b", "answer to c"]
     assert llm.calls == [["c", "b"], ["a"]]
     assert [[r and r.key for r in chunk] for chunk in llm.stops] == [["r3", None], ["r1"]]
+
+
+def test_an_llm_without_stop_rules_answers_in_full_under_the_plain_key(tmp_path: Path) -> None:
+    llm = ScriptedLLM(echo)  # its generate takes no `stop`, like the endpoint LLM
+    cached = CachedLLM(llm, "m", ContentCache(tmp_path))
+    assert cached.generate(["a", "b"], max_new_tokens=8, stop=[Rule("r1"), None]) == [
+        "answer to a",
+        "answer to b",
+    ]
+    # The rule was dropped, key included: the plain call is a hit.
+    cached.generate(["a"], max_new_tokens=8)
+    assert llm.calls == [["a", "b"]]
+    assert ask_llm(llm, ["c"], max_new_tokens=8, template_version="", stop=Rule("r1")) == ["answer to c"]
+    assert takes_stop_rules(StoppingLLM()) and not takes_stop_rules(llm)

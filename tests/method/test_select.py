@@ -17,8 +17,8 @@ from pmg.io import validate
 from pmg.method.select import (
     chosen_candidates,
     cosines,
-    run_select,
     score_candidates,
+    select_candidates,
     select_best,
     selection_score,
 )
@@ -180,10 +180,12 @@ def _candidates(folder: Path) -> pd.DataFrame:
     return validate(pd.DataFrame(rows), Candidates, "candidates")
 
 
-def test_run_select_scores_every_candidate_and_chooses_one_per_pair(scorer, tmp_path: Path) -> None:
+def test_select_stage_scores_every_candidate_and_chooses_one_per_pair(scorer, tmp_path: Path) -> None:
+    from pmg.stages.select import select_in
+
     candidates = _candidates(tmp_path)
     params = load_params(ROOT / "params.yaml")
-    scores = run_select(params, "clothing", candidates, scorer=scorer, candidates_dir=tmp_path)
+    scores, report = select_in(tmp_path, params.select, "clothing", candidates, scorer=scorer)
     assert len(scores) == 8 and list(scores.columns) == [
         "user_id", "scenario", "target_item", "candidate", "w_p", "w_t", "d_p", "d_t", "z", "floored", "chosen"
     ]
@@ -197,13 +199,21 @@ def test_run_select_scores_every_candidate_and_chooses_one_per_pair(scorer, tmp_
     assert np.allclose(u1["z"], alone["z"], atol=1e-5)
     chosen = chosen_candidates(scores, candidates)
     assert len(chosen) == 2 and {"image_path", "z"} <= set(chosen.columns)
-    assert scores.attrs["report"]["pairs"] == 2 and scores.attrs["report"]["candidates"] == 8
+    assert report.pairs == 2 and report.candidates == 8 and report.alpha == 0.5
 
 
-def test_run_select_of_nothing_is_an_empty_valid_table(scorer, tmp_path: Path) -> None:
+def test_select_of_nothing_is_an_empty_valid_table(scorer, tmp_path: Path) -> None:
     empty = validate(_candidates(tmp_path).iloc[0:0], Candidates, "candidates")
-    scores = run_select(load_params(ROOT / "params.yaml"), "clothing", empty, scorer=scorer, candidates_dir=tmp_path)
-    assert scores.empty and scores.attrs["report"]["pairs"] == 0
+    scores, report = select_candidates(SelectConfig(), "clothing", empty, [], scorer=scorer)
+    assert scores.empty and report.pairs == 0
+    # An empty selection reports only its counts (the metrics file of an empty scenario).
+    assert report.as_dict() == {"scenario": "clothing", "pairs": 0, "candidates": 0, "floored": 0}
+
+
+def test_select_refuses_images_that_do_not_match_the_candidates(scorer, tmp_path: Path) -> None:
+    candidates = _candidates(tmp_path)
+    with pytest.raises(ValueError, match="7 images for 8 candidates"):
+        select_candidates(SelectConfig(), "clothing", candidates, _images(7), scorer=scorer)
 
 
 # ---------------------------------------------------------------------- schema
@@ -251,11 +261,12 @@ def test_select_config_bounds() -> None:
 
 
 def test_generate_then_select_end_to_end(scorer, tmp_path: Path) -> None:
-    """The `Candidates` folder `run_generate` writes is what `run_select` reads."""
+    """The `Candidates` folder the generate stage writes is what the select stage reads."""
     import json
 
-    from pmg.method.generate import run_generate
     from pmg.models.generator import ImageGenerator
+    from pmg.stages.generate import generate_into
+    from pmg.stages.select import select_in
     from pmg.models.tiny import build_tiny_sd_pipeline
 
     params = load_params(
@@ -274,10 +285,11 @@ def test_generate_then_select_end_to_end(scorer, tmp_path: Path) -> None:
         {"item_id": ["g5"], "scenario": "clothing", "title": ["green trousers"], "text": "", "attributes": "{}",
          "image_path": None}
     )
-    candidates = run_generate(
-        params, "clothing", pd.DataFrame([row]), {"u1": "liked red wool"},
-        generator=ImageGenerator(build_tiny_sd_pipeline(seed=0)), soft_model=None, items=items,
+    folder = tmp_path / "generate" / "clothing"
+    candidates, _ = generate_into(
+        folder, params.generate, "clothing", pd.DataFrame([row]), {"u1": "liked red wool"}, items,
+        generator=ImageGenerator(build_tiny_sd_pipeline(seed=0)), soft_model=None, seed=params.base.seed,
     )
-    scores = run_select(params, "clothing", candidates, scorer=scorer, candidates_dir=tmp_path / "generate" / "clothing")
+    scores, _ = select_in(folder, params.select, "clothing", candidates, scorer=scorer)
     assert len(scores) == 5 and scores["chosen"].sum() == 1
     assert scores[["w_p", "w_t"]].values.tolist() == [[0, 4], [1, 3], [2, 2], [3, 1], [4, 0]]

@@ -62,6 +62,10 @@ def test_batch_is_left_padded_and_equals_prompts_alone(llm: LocalLLM) -> None:
     alone = [llm.generate([p], max_new_tokens=6)[0] for p in PROMPTS]
     assert batched == alone
     assert len(set(batched)) > 1  # the prompts matter
+    # Both equal the reference: one unpadded sequence at a time, no KV cache.
+    for answer, row in zip(batched, llm.encode(PROMPTS)):
+        expected = _greedy(llm.model, row, 6, llm.tokenizer.eos_token_id)
+        assert answer == llm.tokenizer.decode(expected, skip_special_tokens=True).strip()
 
 
 def test_generation_is_greedy_decoding_of_the_templated_prompt(llm: LocalLLM) -> None:

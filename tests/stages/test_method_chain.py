@@ -86,6 +86,11 @@ def test_all_method_stages_then_personalize(
     soft_metrics = json.loads((tmp_path / "metrics" / "train_soft" / "clothing.json").read_text())
     assert soft_metrics["trained"] and soft_metrics["steps"] == 3
     assert (root / "soft" / "clothing" / "adapter.safetensors").is_file()
+    # The adapter records the soft model's base (`soft_llm`, here the default: `llm`).
+    config = json.loads((root / "soft" / "clothing" / "adapter_config.json").read_text())
+    assert config["base_llm_spec"]["path"] == str(root / "llm")
+    for stage in ("prepare", "describe", "keywords", "train_soft", "generate", "select"):
+        assert (tmp_path / "metrics" / "timings" / stage / "clothing.json").is_file(), stage
     curve = (tmp_path / "plots" / "train_soft" / "clothing.csv").read_text().splitlines()
     assert curve[0] == "step,train_loss,val_loss,val_loss_zeroed" and len(curve) == 4
 
@@ -96,11 +101,11 @@ def test_all_method_stages_then_personalize(
     items = read_table(root / "prepared" / "clothing" / "items.parquet", schemas.Items)
     target = next(i for i in items["item_id"] if i not in history)
     capsys.readouterr()
-    from pmg.stages import models as loaders
+    import pmg.models.llm
 
     llm_loads = []
-    load_llm = loaders.llm
-    monkeypatch.setattr(loaders, "llm", lambda *a, **k: llm_loads.append(1) or load_llm(*a, **k))
+    load_llm = pmg.models.llm.load_llm
+    monkeypatch.setattr(pmg.models.llm, "load_llm", lambda *a, **k: llm_loads.append(1) or load_llm(*a, **k))
     status = main([*chain_args, "personalize", "--scenario", "clothing", "--user", user, "--target", target])
     out = capsys.readouterr().out
     assert status == 0, out

@@ -29,8 +29,8 @@ def _argv(tmp_path: Path, assets: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_prepare_all_scenarios_end_to_end(tmp_path: Path, packaged_data_assets: Path) -> None:
-    metrics_dir = tmp_path / "metrics"
-    status = main(_argv(tmp_path, packaged_data_assets, "prepare", "--metrics-dir", str(metrics_dir)))
+    status = main(_argv(tmp_path, packaged_data_assets, "--metrics-root", str(tmp_path / "metrics"), "prepare"))
+    metrics_dir = tmp_path / "metrics" / "prepare"
     assert status == 0
     for scenario, users in (("clothing", 12), ("movies", 25), ("emoji", 10)):
         prepared = read_scenario(tmp_path / "prepared" / scenario)
@@ -48,6 +48,10 @@ def test_prepare_all_scenarios_end_to_end(tmp_path: Path, packaged_data_assets: 
     movie_metrics = json.loads((metrics_dir / "movies.json").read_text())
     assert movie_metrics["kept"]["interactions"] == 100000
     assert movie_metrics["skipped"]["users_over_max_users"] == 938 - 25
+    # Every stage run records its timing.
+    timing = json.loads((tmp_path / "metrics" / "timings" / "prepare" / "emoji.json").read_text())
+    assert timing["stage"] == "prepare" and timing["scenario"] == "emoji" and timing["wall_seconds"] > 0
+    assert timing["peak_rss_mib"] > 0
     # No staging folders are left behind.
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["clothing", "emoji", "movies"]
 
@@ -55,12 +59,12 @@ def test_prepare_all_scenarios_end_to_end(tmp_path: Path, packaged_data_assets: 
 @pytest.mark.slow
 def test_failed_prepare_leaves_previous_output_intact(tmp_path: Path, packaged_data_assets: Path) -> None:
     args = _argv(tmp_path, packaged_data_assets)
-    assert main([*args, "prepare", "--scenario", "emoji", "--metrics-dir", str(tmp_path / "m")]) == 0
+    assert main([*args, "--metrics-root", str(tmp_path / "m"), "prepare", "--scenario", "emoji"]) == 0
     before = sorted(p.name for p in (tmp_path / "prepared" / "emoji").iterdir())
     # A missing font is an asset error: reported, exit status 2, old output kept.
     (packaged_data_assets / "noto-emoji" / "NotoColorEmoji.ttf").rename(tmp_path / "font.ttf")
     try:
-        assert main([*args, "prepare", "--scenario", "emoji", "--metrics-dir", str(tmp_path / "m")]) == 2
+        assert main([*args, "--metrics-root", str(tmp_path / "m"), "prepare", "--scenario", "emoji"]) == 2
     finally:
         (tmp_path / "font.ttf").rename(packaged_data_assets / "noto-emoji" / "NotoColorEmoji.ttf")
     assert sorted(p.name for p in (tmp_path / "prepared" / "emoji").iterdir()) == before

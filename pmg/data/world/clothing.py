@@ -35,15 +35,18 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
 from pmg import schemas
-from pmg.config import ClothingSource
 from pmg.data.dataset import ScenarioData, empty_conversations
 from pmg.data.world.render import asset_error, relative_image_path, save_png
+
+if TYPE_CHECKING:  # the section type only; the scenario module imports this one
+    from pmg.scenarios.clothing import ClothingSource
 
 SCENARIO = "clothing"
 
@@ -498,7 +501,7 @@ def build_clothing_world(
     """The default clothing scenario: a rendered catalogue and simulated clickers.
 
     Args:
-        cfg: the `prepare.clothing` section (`n_items`, `n_users`,
+        cfg: the `prepare.clothing` section (`pmg.scenarios.clothing.ClothingSource`) (`n_items`, `n_users`,
             `clicks_per_user`, `preference_strength`).
         assets: the assets folder; reads `fashion-mnist/t10k-*-ubyte.gz`.
         images_dir: where the garment PNGs go (`<scenario folder>/images`).

@@ -40,15 +40,18 @@ import json
 import unicodedata
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import ImageFont
 
 from pmg import schemas
-from pmg.config import EmojiSource
 from pmg.data.dataset import ScenarioData
 from pmg.data.world.render import glyph_on_white, load_emoji_font, relative_image_path, render_glyph, save_png
+
+if TYPE_CHECKING:  # the section type only; the scenario module imports this one
+    from pmg.scenarios.emoji import EmojiSource
 
 SCENARIO = "emoji"
 
@@ -331,7 +334,7 @@ def build_emoji_world(
     """The default emoji scenario: glyph catalogue, used emoji and conversations.
 
     Args:
-        cfg: the `prepare.emoji` section (`n_users`, `history_len`, `turns`).
+        cfg: the `prepare.emoji` section (`pmg.scenarios.emoji.EmojiSource`) (`n_users`, `history_len`, `turns`).
         assets: the assets folder; reads `noto-emoji/NotoColorEmoji.ttf`.
         images_dir: where the glyph PNGs go (`<scenario folder>/images`).
         size: image side in pixels.

@@ -7,9 +7,15 @@ LLM for one scenario: the summary prompt, the per-attribute preference prompt
 the LLM's answer has nothing usable.
 
 `version` is part of every cache key. Changing anything in a file must change
-its version: `versions.lock` records the sha256 of each file's content (with
-the `version` line removed) per version, and a test fails when the content
-changed but the version did not.
+its version: the file's own `versions` block (at its end) records the sha256
+of the file's content per version (the file above the block, without its
+`version` line), and a test fails when the content changed but the version
+did not. The history lives in the template file itself so that a new
+scenario's templates are one new file.
+
+Which file a scenario reads is its declaration's business
+(`pmg.scenarios.<name>.SCENARIO.prompts`: a file name in this folder or an
+absolute path).
 
 Placeholders (Python `str.format`):
 
@@ -34,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 import string
 from pathlib import Path
@@ -43,10 +48,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pmg.errors import ConfigError
+from pmg.scenarios import get as get_scenario
 
 FOLDER = Path(__file__).resolve().parent
-LOCK_FILE = FOLDER / "versions.lock"
 BLANK = "____"
+HISTORY_MARKER = "# Content sha256 of every version of this file"
+"""First line of a template file's version history block (everything below it is the history)."""
 
 
 class _Frozen(BaseModel):
@@ -101,6 +108,7 @@ class PromptSet(_Frozen):
     target_fallback_fields: tuple[str, ...] = ()
     target_cloze: str = ""
     caption_fields: tuple[str, ...] = ()
+    versions: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_placeholders(self) -> PromptSet:
@@ -126,30 +134,31 @@ class PromptSet(_Frozen):
 
 
 def template_file(scenario: str) -> Path:
-    """The YAML file of a scenario's templates."""
-    return FOLDER / f"{scenario}.yaml"
+    """The YAML file of a scenario's templates (named by its declaration in `pmg.scenarios`)."""
+    return FOLDER / get_scenario(scenario).prompts  # an absolute path stays as it is
 
 
 def content_hash(path: Path) -> str:
-    """sha256 of a template file with its `version:` line removed."""
+    """sha256 of a template file above its version history block, without its `version:` line."""
     text = path.read_text(encoding="utf-8")
+    if HISTORY_MARKER in text:
+        text = text[: text.index(HISTORY_MARKER)].rstrip("\n") + "\n"
     body = re.sub(r"(?m)^version:.*\n?", "", text)
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def read_lock() -> dict[str, dict[str, str]]:
-    """`{scenario: {version: content sha256}}` from `versions.lock`."""
-    return json.loads(LOCK_FILE.read_text(encoding="utf-8")) if LOCK_FILE.is_file() else {}
-
-
-@functools.cache
 def load_prompt_set(scenario: str) -> PromptSet:
     """Read and validate the template set of `scenario`.
 
     Raises:
-        ConfigError: no such file, not YAML, or a field/placeholder is wrong.
+        ConfigError: an unknown scenario, no such file, not YAML, or a
+            field/placeholder is wrong.
     """
-    path = template_file(scenario)
+    return _load(template_file(scenario), scenario)
+
+
+@functools.cache
+def _load(path: Path, scenario: str) -> PromptSet:
     if not path.is_file():
         raise ConfigError(f"{path}: no prompt templates for scenario {scenario!r}")
     try:

@@ -14,7 +14,7 @@ from PIL import Image
 from world_helpers import fake_silhouette, tree_bytes, write_idx
 
 from pmg import schemas
-from pmg.config import ClothingSource
+from pmg.scenarios.clothing import ClothingSource
 from pmg.data.dataset import make_splits
 from pmg.data.world.clothing import (
     ACHROMATIC,

@@ -14,7 +14,7 @@ from PIL import Image
 from world_helpers import tree_bytes
 
 from pmg import schemas
-from pmg.config import EmojiSource
+from pmg.scenarios.emoji import EmojiSource
 from pmg.data.dataset import ScenarioData, make_splits
 from pmg.data.world import emoji as world
 from pmg.data.world.emoji import (

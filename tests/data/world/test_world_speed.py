@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from world_helpers import ml100k_movies
 
-from pmg.config import ClothingSource, EmojiSource
+from pmg.scenarios.clothing import ClothingSource
+from pmg.scenarios.emoji import EmojiSource
 from pmg.data.dataset import make_splits
 from pmg.data.world.clothing import build_clothing_world
 from pmg.data.world.emoji import build_emoji_world

@@ -5,9 +5,10 @@ call :func:`personalize`: describe the user's behaviour, extract preference
 and target keywords (through the shared LLM answer cache, so a user the
 pipeline already saw costs no LLM call), load the scenario's soft preference
 adapter, generate one candidate per weight pair in one batched call, score
-them with CLIP and pick the best. The same library functions as the DVC
-stages run; only the split row is replaced so that any catalogue item can be
-the target.
+them with CLIP and pick the best. It runs the same stage functions as the
+DVC stages (`describe_users`, `extract_keywords`, `generate_for`,
+`select_in`); only the split row is replaced so that any catalogue item can
+be the target. Not a DVC stage: a door beside them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pmg.data.store import read_scenario
 from pmg.errors import DataError
 from pmg.io import write_table
 from pmg.schemas import Scores
+from pmg.stages import loaders
+from pmg.stages.catalogue import SCORES_TABLE, Catalogue
 
 
 def _with_target(prepared, user: str, target: str):
@@ -54,8 +57,9 @@ def personalize(
     target: str,
     *,
     adapter_dir: str | Path | None = None,
-    out_dir: str | Path = "data/personalize",
+    out_dir: str | Path | None = None,
     models: dict[str, Any] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> dict:
     """Run the chain for one pair; return what was made.
 
@@ -64,11 +68,13 @@ def personalize(
         scenario: clothing, movies or emoji.
         user: a user of the prepared scenario.
         target: any catalogue item not in the user's history.
-        adapter_dir: the soft preference adapter (default:
-            `<train_soft.out>/<scenario>`); keywords only when it is absent.
-        out_dir: root of the outputs; each pair gets its own folder.
+        adapter_dir: the soft preference adapter (default: the scenario's
+            `train_soft` adapter); keywords only when it is absent.
+        out_dir: root of the outputs (default `data/personalize`); each pair
+            gets its own folder.
         models: already loaded `llm`, `captioner`, `generator`, `scorer`
             (the batch flow shares them across pairs); missing ones load.
+        catalogue: where the trained artifacts are (default: from `params`).
 
     Returns:
         `candidates` (list of {candidate, w_p, w_t, d_p, d_t, z, chosen,
@@ -78,42 +84,50 @@ def personalize(
     Raises:
         DataError: unknown user or target, or the target is in the history.
     """
-    from pmg.method.describe import run_describe
-    from pmg.method.keywords import run_keywords
-    from pmg.method.select import run_select
-    from pmg.stages import models as loaders
-    from pmg.stages.generate import generate_scenario, soft_model_for
+    from pmg.stages.describe import describe_users
+    from pmg.stages.generate import generate_for
+    from pmg.stages.keywords import extract_keywords
+    from pmg.stages.select import select_in
 
+    catalogue = catalogue or Catalogue(params)
+    if out_dir is not None:
+        catalogue = Catalogue(
+            params,
+            metrics_root=catalogue.metrics_root,
+            plots_root=catalogue.plots_root,
+            personalize_root=Path(out_dir),
+        )
     models = dict(models or {})
-    prepared = _with_target(read_scenario(Path(params.prepare.out) / scenario), user, target)
+    prepared = _with_target(read_scenario(catalogue.prepared(scenario)), user, target)
     llm = models.get("llm") or loaders.llm(params)
     captioner = models.get("captioner") or (loaders.captioner(params) if params.describe.captions else None)
-    descriptions = run_describe(params, scenario, llm=llm, captioner=captioner, prepared=prepared, users=[user])
-    keywords = run_keywords(params, scenario, descriptions, llm=llm, items=prepared.items)
+    descriptions, _ = describe_users(params, prepared, [user], llm=llm, captioner=captioner)
+    keywords, _ = extract_keywords(params, scenario, descriptions, prepared.items, llm=llm)
     if keywords.empty:
         raise DataError(prepared.folder, f"user {user!r} has no behaviour to extract keywords from")
     generator = models.get("generator") or loaders.generator(params)
     soft_model = None
     if params.generate.use_soft:
-        soft_model = soft_model_for(
-            params, scenario, generator, adapter_dir=Path(adapter_dir) if adapter_dir else None, llm=llm
-        )
-    pair_root = Path(out_dir) / f"{scenario}-{user}-{target}"
-    candidates = generate_scenario(
+        adapter = Path(adapter_dir) if adapter_dir else catalogue.adapter(scenario)
+        if loaders.has_adapter(adapter):
+            # The soft base is the keywords' LLM unless `soft_llm` names another: loaded once.
+            soft_model = loaders.soft_model(
+                params, adapter, generator=generator, base=loaders.soft_llm(params, loaded=llm)
+            )
+    candidates_dir = catalogue.personalized(scenario, user, target)
+    candidates, _ = generate_for(
         params,
         scenario,
-        generator=generator,
-        soft_model=soft_model,
-        out_dir=pair_root,
+        candidates_dir,
         keywords=keywords,
         descriptions=descriptions,
         items=prepared.items,
+        generator=generator,
+        soft_model=soft_model,
     )
-    candidates_dir = pair_root / scenario
-    scores = run_select(
-        params, scenario, candidates, scorer=models.get("scorer") or loaders.scorer(params), candidates_dir=candidates_dir
-    )
-    write_table(scores, candidates_dir / "scores.parquet", Scores)
+    scorer = models.get("scorer") or loaders.scorer(params)
+    scores, _ = select_in(candidates_dir, params.select, scenario, candidates, scorer=scorer)
+    write_table(scores, candidates_dir / SCORES_TABLE, Scores)
     merged = scores.merge(candidates[["candidate", "image_path"]], on="candidate")
     rows = [
         {
