@@ -397,6 +397,9 @@ class ZooClipConfig(Section):
         logit_scale_init: initial inverse temperature (learnable, capped
             at 100). Captions of one scenario are close in the text tower's
             space, so CLIP's usual 1/0.07 is too soft to separate them.
+        bf16: train the image tower under bf16 autocast where the CPU
+            computes bf16 natively (elsewhere fp32, with one log line); the
+            weights, the optimiser and the loss stay fp32.
     """
 
     out: str = "data/zoo/clip"
@@ -416,6 +419,7 @@ class ZooClipConfig(Section):
     semantic_tau: float = Field(default=0.05, gt=0)
     semantic_weight: float = Field(default=1.0, ge=0)
     logit_scale_init: float = Field(default=30.0, ge=1, le=100)
+    bf16: bool = False
 
 
 class ZooSDConfig(Section):
@@ -461,6 +465,9 @@ class ZooSDConfig(Section):
             closer (mini CLIP) to its own prompt than to a mismatched one.
         min_colour_ratio: clothing colour accuracy must reach this multiple
             of chance.
+        bf16: train the VAE, UNet and text encoder under bf16 autocast where
+            the CPU computes bf16 natively (elsewhere fp32, with one log
+            line); the weights, the optimisers, the EMA and the losses stay fp32.
     """
 
     out: str = "data/zoo/sd"
@@ -488,6 +495,7 @@ class ZooSDConfig(Section):
     colour_prompts: int = Field(default=12, ge=1)
     min_prompt_match: float = Field(default=0.7, ge=0, le=1)
     min_colour_ratio: float = Field(default=3.0, ge=0)
+    bf16: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ZooSDConfig:
@@ -683,10 +691,14 @@ class KeywordsConfig(Section):
         max_prompt_tokens: a prompt budget tighter than the LLM's context
             (null: the context minus the answer's budget). History lines are
             dropped oldest-first until a prompt fits.
-        batch_size: prompts per LLM call.
+        batch_size: prompts per LLM call (and per forward batch of a local
+            LLM; prompts sharing a prefix compute it once per batch).
         llm_cache: folder of the LLM answer cache (see `describe.llm_cache`).
         use_llm: false skips the LLM and keeps only the documented fallback
             (most frequent history attribute values): a no-LLM baseline.
+        stop_at_answer: stop an answer once its cloze sentence is filled and
+            closed (`pmg.method.parsing.ClozeStop`); the keywords read from
+            it are the same, the tokens after it are not generated.
     """
 
     out: str = "data/keywords"
@@ -696,9 +708,10 @@ class KeywordsConfig(Section):
     max_new_tokens: int = Field(default=24, ge=1)
     target_max_new_tokens: int = Field(default=40, ge=1)
     max_prompt_tokens: int | None = Field(default=None, ge=16)
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=32, ge=1)
     llm_cache: str = "data/cache/llm"
     use_llm: bool = True
+    stop_at_answer: bool = True
 
 
 # ------------------------------------------------------------- generate/select
@@ -820,6 +833,15 @@ class TrainSoftConfig(Section):
             hash of the user id (stable across runs and user additions).
         val_every: steps between validation losses (and at the end).
         val_draws: fixed (noise, timestep) draws per validation user.
+        bucket_batches: batches are drawn from length buckets: each pass
+            over the users is cut into runs of `bucket_batches` batches,
+            each run sorted by prompt length, so a batch's prompts have
+            similar lengths and little padding runs through the LLM
+            (1 = plain random batches).
+        bf16: run the frozen LLM and UNet under bf16 autocast where the
+            device computes bf16 natively (`pmg.models.device.bf16_supported`;
+            elsewhere fp32, with one log line); the adapter's weights, its
+            optimiser and the loss stay fp32.
     """
 
     out: str = "data/soft"
@@ -840,6 +862,8 @@ class TrainSoftConfig(Section):
     val_fraction: float = Field(default=0.25, ge=0, lt=1)
     val_every: int = Field(default=20, ge=1)
     val_draws: int = Field(default=4, ge=1)
+    bucket_batches: int = Field(default=8, ge=1)
+    bf16: bool = False
 
     @field_validator("scenarios")
     @classmethod

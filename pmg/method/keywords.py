@@ -52,7 +52,14 @@ from pmg.config import KeywordsConfig
 from pmg.io import validate
 from pmg.method.describe import cut
 from pmg.method.llm_cache import CachedLLM, ask_llm, count_tokens
-from pmg.method.parsing import EMPTY_WORDS, dedupe, extract_cloze, normalise_keyword, parse_keywords
+from pmg.method.parsing import (
+    EMPTY_WORDS,
+    ClozeStop,
+    dedupe,
+    extract_cloze,
+    normalise_keyword,
+    parse_keywords,
+)
 from pmg.method.prompts import AttributePrompt, PromptSet, load_prompt_set
 from pmg.schemas import Descriptions, Keywords
 from pmg.text import natural_key
@@ -411,17 +418,26 @@ def keywords(
             target_prompts[behaviour.user_id] = prompt
 
     # Two batched calls (per-attribute prompts, target prompts); the cached
-    # LLM sends only the misses, in chunks of its batch size.
+    # LLM sends only the misses, in chunks of its batch size, ordered so that
+    # one user's attribute prompts (which share the whole history) run
+    # together and share its computation. An answer stops once its cloze
+    # sentence is filled and closed (`ClozeStop`): what follows is never read.
     flat = [(b.user_id, name, p) for b in behaviours for name, p in b.prompts.items()]
+    stop_of = {a.name: ClozeStop(a.cloze) if a.cloze else None for a in prompts.attributes}
     answers = (
         ask_llm(
-            llm, [p for *_, p in flat], max_new_tokens=cfg.max_new_tokens, template_version=prompts.version
+            llm,
+            [p for *_, p in flat],
+            max_new_tokens=cfg.max_new_tokens,
+            template_version=prompts.version,
+            stop=[stop_of[name] for _, name, _ in flat] if cfg.stop_at_answer else None,
         )
         if flat
         else []
     )
     answer_of = {(u, name): a for (u, name, _), a in zip(flat, answers)}
     target_users = list(target_prompts)
+    target_stop = ClozeStop(prompts.target_cloze) if prompts.target_cloze and cfg.stop_at_answer else None
     target_answers = dict(
         zip(
             target_users,
@@ -430,6 +446,7 @@ def keywords(
                 [target_prompts[u] for u in target_users],
                 max_new_tokens=cfg.target_max_new_tokens,
                 template_version=prompts.version,
+                stop=target_stop,
             )
             if target_users
             else [],

@@ -10,7 +10,8 @@ Key. An entry's key is the sha256 of a canonical JSON document (sorted keys,
 no whitespace, UTF-8)::
 
     {"kind": "llm", "model_id": ..., "template_version": ...,
-     "prompt": <the fully rendered prompt>, "params": {"max_new_tokens": ..., "temperature": ...}}
+     "prompt": <the fully rendered prompt>, "params": {"max_new_tokens": ..., "temperature": ...,
+     "stop": <the stop rule's key, only when one is used>}}
 
 for LLM answers, and ``{"kind": "caption", "model_id": ..., "image": <sha256 of
 the pixels>}`` for captions. Anything that can change an answer is in the key:
@@ -38,6 +39,7 @@ protocol) counts as a miss and is overwritten.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -71,8 +73,32 @@ def content_key(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
 
 
+def generation_params(max_new_tokens: int, temperature: float, stop: Any = None) -> dict[str, Any]:
+    """The generation settings that change an answer, as they enter the key.
+
+    A stop rule (`pmg.models.llm.StopRule`) shortens the stored answer, so its
+    `key` is part of the settings; without one the settings are those of
+    answers cached before stop rules existed, which stay valid.
+
+    Raises:
+        ValueError: a stop rule without a `key` (its answers could not be told apart).
+    """
+    params: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
+    if stop is not None:
+        name = getattr(stop, "key", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"stop rule {stop!r} has no `key`; cached answers need one")
+        params["stop"] = name
+    return params
+
+
 def llm_key(
-    model_id: str, template_version: str, prompt: str, max_new_tokens: int, temperature: float
+    model_id: str,
+    template_version: str,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float,
+    stop: Any = None,
 ) -> str:
     """The cache key of one LLM answer (see the module docstring)."""
     return content_key(
@@ -81,7 +107,7 @@ def llm_key(
             "model_id": model_id,
             "template_version": template_version,
             "prompt": prompt,
-            "params": {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)},
+            "params": generation_params(max_new_tokens, temperature, stop),
         }
     )
 
@@ -292,8 +318,13 @@ class CachedLLM:
         max_new_tokens: int,
         temperature: float = 0.0,
         template_version: str = "",
+        stop: Any = None,
     ) -> list[str]:
         """Answers in prompt order, from the cache where possible.
+
+        The misses are sent in the order the wrapped LLM batches best (its
+        `batch_order`: prompts sharing a prefix together, similar lengths
+        together), else shortest first, in calls of at most `batch_size`.
 
         Args:
             prompts: user messages.
@@ -301,25 +332,45 @@ class CachedLLM:
             temperature: as for the wrapped LLM (part of the key).
             template_version: the version of the template that rendered the
                 prompts (part of the key).
+            stop: a stop rule for every prompt, or one per prompt (None:
+                none); each prompt's rule key is part of its key. A wrapped
+                LLM whose `generate` takes no `stop` (endpoints) answers in
+                full: its rules are dropped, keys included.
         """
-        keys = [llm_key(self.model_id, template_version, p, max_new_tokens, temperature) for p in prompts]
+        prompts = list(prompts)
+        stops = stop if isinstance(stop, (list, tuple)) else [stop] * len(prompts)
+        if len(stops) != len(prompts):
+            raise ValueError(f"{len(stops)} stop rules given for {len(prompts)} prompts")
+        if not takes_stop_rules(self.llm):
+            stops = [None] * len(prompts)
+        keys = [
+            llm_key(self.model_id, template_version, p, max_new_tokens, temperature, rule)
+            for p, rule in zip(prompts, stops)
+        ]
         answers: dict[str, str] = {}
         for key in dict.fromkeys(keys):
             record = self.cache.get(key)
             if record is not None and isinstance(record.get("answer"), str):
                 answers[key] = record["answer"]
-        missing = list({key: prompt for key, prompt in zip(keys, prompts) if key not in answers}.items())
+        pending = {
+            key: (prompt, rule) for key, prompt, rule in zip(keys, prompts, stops) if key not in answers
+        }
+        missing = list(pending.items())
+        missing = [missing[i] for i in self._order([prompt for _, (prompt, _) in missing])]
         step = self.batch_size or max(1, len(missing))
         calls = 0
         for start in range(0, len(missing), step):
             chunk = missing[start : start + step]
+            chunk_prompts = [prompt for _, (prompt, _) in chunk]
+            chunk_stops = [rule for _, (_, rule) in chunk]
+            kwargs = {"stop": chunk_stops} if any(rule is not None for rule in chunk_stops) else {}
             fresh = self.llm.generate(
-                [p for _, p in chunk], max_new_tokens=max_new_tokens, temperature=temperature
+                chunk_prompts, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs
             )
             calls += 1
             if len(fresh) != len(chunk):
                 raise RuntimeError(f"{self.model_id}: asked {len(chunk)} prompts, got {len(fresh)} answers")
-            for (key, prompt), answer in zip(chunk, fresh):
+            for (key, (prompt, rule)), answer in zip(chunk, fresh):
                 self.cache.put(
                     key,
                     {
@@ -327,7 +378,7 @@ class CachedLLM:
                         "model_id": self.model_id,
                         "template_version": template_version,
                         "prompt": prompt,
-                        "params": {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)},
+                        "params": generation_params(max_new_tokens, temperature, rule),
                         "answer": answer,
                     },
                 )
@@ -336,14 +387,39 @@ class CachedLLM:
         self.stats.add(hits=sum(1 for k in keys if k not in missed), misses=len(missing), calls=calls)
         return [answers[key] for key in keys]
 
+    def _order(self, prompts: list[str]) -> list[int]:
+        """The order to send misses in: the wrapped LLM's `batch_order`, else shortest first."""
+        if not prompts:
+            return []
+        order = getattr(self.llm, "batch_order", None)
+        if callable(order):
+            return list(order(prompts))
+        return sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
 
-def ask_llm(llm: Any, prompts: list[str], *, max_new_tokens: int, template_version: str) -> list[str]:
-    """One answer per prompt from `llm`, passing the template version on when it is a `CachedLLM`."""
+
+def takes_stop_rules(llm: Any) -> bool:
+    """Whether `llm.generate` accepts `stop` (a keyword of that name, or `**kwargs`)."""
+    try:
+        parameters = inspect.signature(llm.generate).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "stop" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def ask_llm(
+    llm: Any, prompts: list[str], *, max_new_tokens: int, template_version: str, stop: Any = None
+) -> list[str]:
+    """One answer per prompt from `llm`, passing the template version on when it is a `CachedLLM`.
+
+    `stop` (one rule, or one rule or None per prompt) is passed on only when
+    given and the LLM takes it (`takes_stop_rules`): endpoints answer in full.
+    """
     if not prompts:
         return []
+    extra = {"stop": stop} if stop is not None and takes_stop_rules(llm) else {}
     if isinstance(llm, CachedLLM):
-        return llm.generate(prompts, max_new_tokens=max_new_tokens, template_version=template_version)
-    return llm.generate(prompts, max_new_tokens=max_new_tokens)
+        return llm.generate(prompts, max_new_tokens=max_new_tokens, template_version=template_version, **extra)
+    return llm.generate(prompts, max_new_tokens=max_new_tokens, **extra)
 
 
 def count_tokens(llm: Any, prompt: str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 # Sentences that carry no keywords: refusals and meta talk.
 _REFUSAL = re.compile(
@@ -225,6 +226,15 @@ def extract_cloze(answer: str | None, cloze: str) -> str | None:
         answer: the raw answer.
         cloze: the sentence with one `____` blank.
     """
+    match = _cloze_match(answer, cloze, closed=False)
+    if not match:
+        return None
+    fill = match.group(1).strip()
+    return fill if fill and "____" not in fill else None
+
+
+def _cloze_match(answer: str | None, cloze: str, *, closed: bool) -> re.Match | None:
+    """The match `extract_cloze` reads; `closed` leaves out the end of the text as a terminator."""
     if not answer or "____" not in cloze:
         return None
     before, after = cloze.split("____", 1)
@@ -232,13 +242,53 @@ def extract_cloze(answer: str | None, cloze: str) -> str | None:
     if not anchor:
         return None
     after_words = [w for w in re.findall(r"[^\W_]+", after)][:2]
+    end = "" if closed else "|$"
     pattern = r"\b" + r"\s+".join(re.escape(w) for w in anchor) + r"\s*:?\s*(.+?)"
     if after_words:
-        pattern += r"(?:\s+" + r"\s+".join(re.escape(w) for w in after_words) + r"\b|(?=[.!?\n])|$)"
+        pattern += r"(?:\s+" + r"\s+".join(re.escape(w) for w in after_words) + rf"\b|(?=[.!?\n]){end})"
     else:
-        pattern += r"(?=[.!?\n]|$)"
-    match = re.search(pattern, unicodedata.normalize("NFKC", answer), flags=re.IGNORECASE)
-    if not match:
-        return None
-    fill = match.group(1).strip()
-    return fill if fill and "____" not in fill else None
+        pattern += rf"(?=[.!?\n]{end})"
+    return re.search(pattern, unicodedata.normalize("NFKC", answer), flags=re.IGNORECASE)
+
+
+def cloze_closed(answer: str, cloze: str) -> bool:
+    """Whether more text can no longer change what `extract_cloze` reads from `answer`.
+
+    True when the first filled blank is followed by its closing words or by
+    a sentence end (not merely by the end of the text so far), and at least
+    one character follows the match (so a word boundary after the closing
+    words is settled): any continuation of `answer` then yields the same
+    fill — the blank's anchor, the fill's lazy end and the terminator all
+    lie in the text already written.
+    """
+    closed = _cloze_match(answer, cloze, closed=True)
+    if closed is None or closed.end() >= len(unicodedata.normalize("NFKC", answer)):
+        return False
+    # The open pattern (what extract_cloze runs) must read the same fill from the same anchor.
+    match = _cloze_match(answer, cloze, closed=False)
+    return match is not None and match.span(1) == closed.span(1)
+
+
+@dataclass(frozen=True)
+class ClozeStop:
+    """Stop generating once an answer has filled and closed a cloze sentence's blank.
+
+    A small instruct model, asked to fill "The shopper likes ____ colours.",
+    often goes on after the sentence (another sentence, a list, a second
+    try); `extract_cloze` reads only the first filled blank, so those tokens
+    change nothing that is kept (see `cloze_closed`). Used as a
+    `pmg.models.llm.StopRule`.
+
+    Attributes:
+        cloze: the sentence with one `____` blank.
+    """
+
+    cloze: str
+
+    @property
+    def key(self) -> str:
+        """The rule's name in answer-cache keys (bump the version when `cloze_closed` changes)."""
+        return f"cloze-closed-v1:{self.cloze}"
+
+    def __call__(self, answer: str) -> bool:
+        return cloze_closed(answer, self.cloze)

@@ -52,6 +52,7 @@ from pmg.method.soft import (
     behaviour_prompts,
     keyword_string,
 )
+from pmg.models.device import bf16_autocast
 from pmg.text import natural_key
 
 logger = logging.getLogger(__name__)
@@ -390,6 +391,28 @@ def validation_losses(
     }
 
 
+def bucket_by_length(order: list[int], lengths: Sequence[int], run: int) -> list[int]:
+    """A shuffled pass over examples, each run of `run` examples sorted by prompt length.
+
+    Batches are popped from the end of the list, so consecutive batches come
+    from one run and pair prompts of similar length: less padding goes
+    through the LLM, while which users meet in a batch stays random (the
+    runs are cut from a fresh permutation each pass). A `run` of 0 or 1
+    leaves the order as it is (plain random batches).
+
+    Args:
+        order: example indices in random order (one pass).
+        lengths: token count of each example's prompt (indexed by example).
+        run: examples per length-sorted run (`batch_size * bucket_batches`).
+    """
+    if run <= 1:
+        return order
+    out: list[int] = []
+    for start in range(0, len(order), run):
+        out += sorted(order[start : start + run], key=lambda i: lengths[i])
+    return out
+
+
 def _freeze_generator(generator) -> None:
     pipeline = generator.pipeline
     for part in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
@@ -461,6 +484,7 @@ def train_soft(
         max_prompt_tokens=cfg.max_prompt_tokens,
         seed=seed,
     )
+    precision = bf16_autocast(cfg.bf16, model.device, key="train_soft.bf16")
     started = time.perf_counter()
     cached = _precompute(examples, model, generator)
     scheduler = _noise_scheduler(generator)
@@ -488,11 +512,14 @@ def train_soft(
             val_index, cached, scaling, num_train_timesteps, cfg.val_draws, seed + 1
         )
         zero = torch.zeros(len(val_index), cfg.num_tokens, generator.text_width)  # (V, L, D)
-        metrics["val_loss_zeroed"] = _validation_loss(generator, scheduler, validation, cached, zero)
-        metrics["val_loss_keywords_only"] = _validation_loss(generator, scheduler, validation, cached, None)
-        metrics["val_loss_initial"] = _validation_loss(
-            generator, scheduler, validation, cached, _validation_soft(model, cached, val_index)
-        )
+        with precision():
+            metrics["val_loss_zeroed"] = _validation_loss(generator, scheduler, validation, cached, zero)
+            metrics["val_loss_keywords_only"] = _validation_loss(
+                generator, scheduler, validation, cached, None
+            )
+            metrics["val_loss_initial"] = _validation_loss(
+                generator, scheduler, validation, cached, _validation_soft(model, cached, val_index)
+            )
         say(
             f"train_soft: val loss before training {metrics['val_loss_initial']:.5f}, "
             f"E_m zeroed {metrics['val_loss_zeroed']:.5f}, "
@@ -511,22 +538,28 @@ def train_soft(
     model.train()
     loop_started = time.perf_counter()
     val_seconds = 0.0
+    lengths = [len(ids) for ids in cached.token_ids]
     for step in range(1, (cfg.steps if trainable else 0) + 1):
         batch: list[int] = []
         while len(batch) < min(cfg.batch_size, len(train_index)):
             if not order:
                 order = [train_index[i] for i in torch.randperm(len(train_index), generator=rng).tolist()]
+                run = cfg.batch_size * cfg.bucket_batches if cfg.bucket_batches > 1 else 0
+                order = bucket_by_length(order, lengths, run)
             batch.append(order.pop())
         users = [user_ids[i] for i in batch]
         input_ids, attention_mask = model.collate([cached.token_ids[i] for i in batch])
-        soft = model(input_ids, attention_mask)  # (B, L, D)
-        conditioning = torch.cat([soft.to(cached.keyword_embeds.device), cached.keyword_embeds[batch]], dim=1)
         mean, std = cached.latent_mean[batch], cached.latent_std[batch]
         # Noise drawn on the CPU from the seeded generator: the same run on every device.
         latents = (mean + std * torch.randn(mean.shape, generator=rng).to(mean.device)) * scaling
         noise = torch.randn(latents.shape, generator=rng).to(mean.device)
         timesteps = torch.randint(0, num_train_timesteps, (len(batch),), generator=rng).to(mean.device)
-        loss = _denoising_loss(generator, scheduler, latents, noise, timesteps, conditioning).mean()
+        with precision():
+            soft = model(input_ids, attention_mask)  # (B, L, D)
+            conditioning = torch.cat(
+                [soft.float().to(cached.keyword_embeds.device), cached.keyword_embeds[batch]], dim=1
+            )
+            loss = _denoising_loss(generator, scheduler, latents, noise, timesteps, conditioning).mean()
         if not torch.isfinite(loss):
             raise SoftTrainingError(f"train_soft: loss is {loss.item()} at step {step}; batch users {users}")
         optimizer.zero_grad(set_to_none=True)
@@ -546,9 +579,10 @@ def train_soft(
         }
         if validation is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             tick = time.perf_counter()
-            entry["val_loss"] = _validation_loss(
-                generator, scheduler, validation, cached, _validation_soft(model, cached, val_index)
-            )
+            with precision():
+                entry["val_loss"] = _validation_loss(
+                    generator, scheduler, validation, cached, _validation_soft(model, cached, val_index)
+                )
             entry["val_loss_zeroed"] = metrics["val_loss_zeroed"]
             val_seconds += time.perf_counter() - tick
             recent = sum(losses[-cfg.val_every :]) / len(losses[-cfg.val_every :])

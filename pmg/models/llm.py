@@ -26,6 +26,9 @@ import logging
 import os
 import threading
 import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -64,17 +67,171 @@ class LLM(Protocol):
 # --------------------------------------------------------------------------- local
 
 
+class StopRule(Protocol):
+    """Says, from the answer so far, that an answer is complete (generation of it stops).
+
+    Attributes:
+        key: a stable name of the rule; content-addressed answer caches put it
+            in the key, since stopping early shortens the stored answer.
+    """
+
+    key: str
+
+    def __call__(self, answer: str) -> bool:
+        """True when `answer` (decoded, special tokens removed) needs no more tokens."""
+        ...
+
+
+@dataclass(frozen=True)
+class PrefixGroup:
+    """Prompts that share their first `prefix` tokens; that prefix is computed once for all of them.
+
+    Attributes:
+        prefix: the number of leading tokens the rows share (at least the
+            call's common prefix; every row keeps at least one token after it).
+        rows: indices of the prompts, shortest first.
+    """
+
+    prefix: int
+    rows: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How `LocalLLM.generate` runs one call's prompts.
+
+    Attributes:
+        common: leading tokens every prompt of the call shares (the chat
+            template's system turn, the instruction's start): run once, with
+            batch 1, and reused by every batch.
+        batches: forward batches, each a tuple of `PrefixGroup`s holding at
+            most `batch_size` rows in all; batches of similar lengths, so
+            little padding is computed.
+    """
+
+    common: int
+    batches: tuple[tuple[PrefixGroup, ...], ...]
+
+    def order(self) -> list[int]:
+        """The prompt indices in the order they run."""
+        return [row for batch in self.batches for group in batch for row in group.rows]
+
+
+def _shared_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token id lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def plan_batches(ids: Sequence[Sequence[int]], *, batch_size: int, min_shared: int = 16) -> BatchPlan:
+    """Group prompts by shared prefix and pack them into batches of similar length.
+
+    Sorting the token id lists puts prompts with a long common start next to
+    each other (in PMG: the attribute prompts of one user share the chat
+    template and the user's whole history, and differ only in the final
+    instruction). Neighbours that share at least `min_shared` tokens more
+    than the whole call does form a `PrefixGroup`, whose shared part is
+    computed once. Groups are then ordered by their longest row and packed,
+    whole where they fit, into batches of at most `batch_size` rows.
+
+    Args:
+        ids: token ids of each (templated) prompt; none empty.
+        batch_size: the most rows (prompts) per forward batch.
+        min_shared: the fewest extra shared tokens worth a group stage.
+
+    Returns:
+        The plan; every prompt index appears exactly once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not ids:
+        return BatchPlan(0, ())
+    if any(len(row) == 0 for row in ids):
+        raise ValueError("a prompt encodes to no tokens")
+    # Every row keeps at least one token of its own: its last position gives the first logits.
+    common = min(len(row) for row in ids) - 1
+    for row in ids[1:]:
+        common = min(common, _shared_length(ids[0], row))
+    order = sorted(range(len(ids)), key=lambda i: list(ids[i]))
+    groups: list[tuple[int, list[int]]] = []
+    rows, prefix = [order[0]], len(ids[order[0]]) - 1
+    for previous, index in zip(order, order[1:]):
+        shared = min(prefix, _shared_length(ids[previous], ids[index]), len(ids[index]) - 1)
+        if shared - common >= min_shared:
+            rows.append(index)
+            prefix = shared
+        else:
+            groups.append((prefix, rows))
+            rows, prefix = [index], len(ids[index]) - 1
+    groups.append((prefix, rows))
+    pieces: list[PrefixGroup] = []
+    for prefix, members in groups:
+        members = sorted(members, key=lambda i: (len(ids[i]), i))
+        shared = prefix if len(members) > 1 else common
+        for start in range(0, len(members), batch_size):
+            pieces.append(PrefixGroup(shared, tuple(members[start : start + batch_size])))
+    pieces.sort(key=lambda g: (max(len(ids[i]) for i in g.rows), g.prefix, g.rows[0]))
+    batches: list[tuple[PrefixGroup, ...]] = []
+    current: list[PrefixGroup] = []
+    size = 0
+    for group in pieces:
+        if current and size + len(group.rows) > batch_size:
+            batches.append(tuple(current))
+            current, size = [], 0
+        current.append(group)
+        size += len(group.rows)
+    batches.append(tuple(current))
+    return BatchPlan(common, tuple(batches))
+
+
+def _left_pad(
+    rows: Sequence[Sequence[int]], pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), each (B, T): rows right-aligned (left padding), mask 1 on real tokens."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
 class LocalLLM:
     """A causal LM and its tokenizer held in this process.
 
+    Generation is our own loop over the model's forward with a KV cache, not
+    `model.generate`, because it shares work `generate` cannot:
+
+    1. the tokens every prompt of a call starts with (the chat template's
+       system turn) run once, at batch 1;
+    2. prompts that share a longer start (PMG: one user's attribute prompts
+       share the whole behaviour history) run it once per group
+       (`plan_batches`), and the group's cache is copied to its rows;
+    3. each row's own remainder runs left-padded, rows of similar length
+       batched together;
+    4. decoding drops each row from the batch as soon as it is finished — by
+       EOS, by its budget, or by a `StopRule` that sees the answer is
+       complete — so short answers do not wait for long ones.
+
+    Padding sits between the segments (masked out, positions counted over
+    real tokens only), so a prompt's answer does not depend on what it is
+    batched with, up to floating-point summation order.
+
     Args:
         model: a transformers causal LM, already on its device.
-        tokenizer: its tokenizer; its padding side is set to left and a pad
-            token is added (the EOS token) when missing.
+        tokenizer: its tokenizer; a pad token is added (the EOS token) when missing.
         model_id: stable name for caches.
         context_length: the context window; None reads the model config.
-        seed: seed of every `generate` call (only matters when sampling).
-        batch_size: prompts per forward batch.
+        seed: seed of sampling (temperature > 0); each prompt samples from its
+            own generator seeded by `seed` and the prompt text.
+        batch_size: rows (prompts) per forward batch.
+        min_shared_tokens: the fewest tokens (beyond the call's common start)
+            prompts must share to have that part computed once for them.
     """
 
     def __init__(
@@ -86,13 +243,15 @@ class LocalLLM:
         context_length: int | None = None,
         seed: int = 0,
         batch_size: int = 8,
+        min_shared_tokens: int = 16,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.seed = seed
         self.batch_size = batch_size
-        # Left padding: generation appends at the right end of every row.
+        self.min_shared_tokens = min_shared_tokens
+        # Left padding for callers that batch the tokenizer themselves (the soft model).
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
@@ -105,11 +264,26 @@ class LocalLLM:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
         config_length = getattr(model.config, "max_position_embeddings", None)
         self.context_length: int | None = context_length or config_length
+        # Work done so far (for benchmarks and monitoring): prompt tokens asked for and
+        # actually computed (shared prefixes once), tokens generated, seconds per phase.
+        self.stats = {
+            "prompts": 0,
+            "prompt_tokens": 0,
+            "computed_prompt_tokens": 0,
+            "new_tokens": 0,
+            "prefill_seconds": 0.0,
+            "decode_seconds": 0.0,
+        }
 
     @property
     def device(self) -> torch.device:
         """Where the model's weights are."""
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model computes in."""
+        return next(self.model.parameters()).dtype
 
     def format_prompt(self, prompt: str) -> str:
         """Wrap one user message with the chat template, when the tokenizer has one."""
@@ -119,13 +293,36 @@ class LocalLLM:
             )
         return prompt
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0) -> list[str]:
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt as the model reads it (chat template included)."""
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        # A chat template writes its own BOS where the model wants one.
+        texts = [self.format_prompt(p) for p in prompts]
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=not templated)["input_ids"]]
+
+    def batch_order(self, prompts: Sequence[str]) -> list[int]:
+        """The order in which `generate` would run `prompts` (shared prefixes together,
+        similar lengths together), for callers that split a long list into calls."""
+        return plan_batches(
+            self.encode(prompts), batch_size=self.batch_size, min_shared=self.min_shared_tokens
+        ).order()
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop: StopRule | Sequence[StopRule | None] | None = None,
+    ) -> list[str]:
         """Answer each prompt; greedy at temperature 0, seeded sampling above.
 
         Args:
             prompts: user messages, any number (batched internally).
             max_new_tokens: the most tokens generated per answer.
             temperature: 0 for greedy decoding.
+            stop: a rule for every prompt, or one per prompt (None: none),
+                that ends an answer before its budget once it is complete.
 
         Returns:
             One answer per prompt, special tokens removed, whitespace stripped.
@@ -137,46 +334,191 @@ class LocalLLM:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        texts = [self.format_prompt(p) for p in prompts]
-        answers: list[str] = []
-        for start in range(0, len(texts), self.batch_size):
-            answers.extend(
-                self._generate_batch(
-                    texts[start : start + self.batch_size], start, max_new_tokens, temperature
-                )
-            )
-        return answers
-
-    def _generate_batch(
-        self, texts: list[str], offset: int, max_new_tokens: int, temperature: float
-    ) -> list[str]:
-        templated = bool(getattr(self.tokenizer, "chat_template", None))
-        # A chat template writes its own BOS where the model wants one.
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
-        lengths = enc["attention_mask"].sum(dim=1)  # (B,)
+        prompts = list(prompts)
+        stops = _per_prompt(stop, len(prompts))
+        ids = self.encode(prompts)
         if self.context_length is not None:
-            for i, length in enumerate(lengths.tolist()):
-                if length + max_new_tokens > self.context_length:
+            for i, row in enumerate(ids):
+                if len(row) + max_new_tokens > self.context_length:
                     raise ModelError(
-                        f"{self.model_id}: prompt {offset + i} has {length} tokens; with max_new_tokens="
+                        f"{self.model_id}: prompt {i} has {len(row)} tokens; with max_new_tokens="
                         f"{max_new_tokens} it exceeds the context length {self.context_length}"
                     )
-        enc = {name: tensor.to(self.device) for name, tensor in enc.items()}
-        sampling = temperature > 0
-        kwargs = {"do_sample": sampling, "temperature": temperature if sampling else None}
-        if not sampling:
-            kwargs.update(top_p=None, top_k=None)
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(self.seed)
-            output = self.model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **kwargs,
-            )  # (B, T_prompt + T_new)
-        new_tokens = output[:, enc["input_ids"].shape[1] :]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        plan = plan_batches(ids, batch_size=self.batch_size, min_shared=self.min_shared_tokens)
+        answers: list[str] = [""] * len(prompts)
+        samplers = (
+            [torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(p.encode())) for p in prompts]
+            if temperature > 0
+            else None
+        )
+        with torch.inference_mode():
+            common = self._prefill(ids[0][: plan.common]) if plan.common else None
+            for batch in plan.batches:
+                produced = self._generate_batch(
+                    ids, batch, common, plan.common, max_new_tokens, temperature, stops, samplers
+                )
+                for row, tokens in produced.items():
+                    answers[row] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        self.stats["prompts"] += len(prompts)
+        self.stats["prompt_tokens"] += sum(len(row) for row in ids)
+        return answers
+
+    # ----------------------------------------------------------- internals
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _forward(
+        self,
+        tokens: torch.Tensor,
+        segment_mask: torch.Tensor,
+        past_mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache,
+        *,
+        logits: bool,
+    ) -> torch.Tensor | None:
+        """Run one left-padded segment on top of `cache` (updated in place).
+
+        Args:
+            tokens, segment_mask: (B, S) the segment's ids and mask.
+            past_mask: (B, P) the mask of what `cache` holds.
+            positions: (B,) real tokens each row has read so far.
+            logits: return the last position's logits (B, V); else only fill the cache.
+        """
+        attention_mask = torch.cat([past_mask, segment_mask], dim=1)  # (B, P + S)
+        position_ids = (positions[:, None] + segment_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, S)
+        kwargs = dict(
+            input_ids=tokens,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+        )
+        prefill = tokens.shape[1] > 1
+        if prefill:
+            self.stats["computed_prompt_tokens"] += int(segment_mask.sum())
+        started = time.perf_counter()
+        if logits:
+            out = self.model(**kwargs, logits_to_keep=1).logits[:, -1]  # (B, V)
+        else:
+            self.model.base_model(**kwargs)
+            out = None
+        self.stats["prefill_seconds" if prefill else "decode_seconds"] += time.perf_counter() - started
+        return out
+
+    def _prefill(self, tokens: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values, per layer (1, kv_heads, T, head_dim), of the call's common start."""
+        cache = self._new_cache()
+        ids = torch.tensor([list(tokens)], device=self.device)
+        start = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._forward(ids, torch.ones_like(ids), ids[:, :0], start, cache, logits=False)
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _generate_batch(
+        self,
+        ids: list[list[int]],
+        groups: Sequence[PrefixGroup],
+        common: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        common_length: int,
+        max_new_tokens: int,
+        temperature: float,
+        stops: list[StopRule | None],
+        samplers: list[torch.Generator] | None,
+    ) -> dict[int, list[int]]:
+        device = self.device
+        pad = self.tokenizer.pad_token_id
+        cache = self._new_cache()
+        n_groups = len(groups)
+        if common is not None:
+            for layer, (keys, values) in enumerate(common):
+                cache.update(keys.expand(n_groups, -1, -1, -1), values.expand(n_groups, -1, -1, -1), layer)
+        mask = torch.ones(n_groups, common_length, dtype=torch.long, device=device)  # (G, C)
+        positions = torch.full((n_groups,), common_length, dtype=torch.long, device=device)
+        # Each group's shared part, beyond the call's common start, once per group.
+        shared = [ids[g.rows[0]][common_length : g.prefix] for g in groups]
+        if any(shared):
+            tokens, segment = _left_pad(shared, pad, device)
+            self._forward(tokens, segment, mask, positions, cache, logits=False)
+            mask = torch.cat([mask, segment], dim=1)
+            positions = positions + segment.sum(dim=1)
+        # Copy each group's cache to its rows.
+        rows = [row for g in groups for row in g.rows]
+        group_of = torch.tensor([i for i, g in enumerate(groups) for _ in g.rows], device=device)
+        if cache.get_seq_length() > 0:
+            cache.batch_select_indices(group_of)
+        mask, positions = mask[group_of], positions[group_of]
+        tokens, segment = _left_pad([ids[row][g.prefix :] for g in groups for row in g.rows], pad, device)
+        logits = self._forward(tokens, segment, mask, positions, cache, logits=True)  # (R, V)
+        mask = torch.cat([mask, segment], dim=1)
+        positions = positions + segment.sum(dim=1)
+
+        eos = self._eos_ids()
+        alive = list(range(len(rows)))  # batch row -> index into `rows`
+        produced: dict[int, list[int]] = {row: [] for row in rows}
+        for step in range(max_new_tokens):
+            chosen = self._choose(logits, [rows[a] for a in alive], temperature, samplers)  # (A,)
+            keep: list[int] = []
+            for j, token in enumerate(chosen.tolist()):
+                row = rows[alive[j]]
+                if token in eos:
+                    continue
+                produced[row].append(token)
+                self.stats["new_tokens"] += 1
+                if step + 1 == max_new_tokens:
+                    continue
+                rule = stops[row]
+                if rule is not None and rule(self.tokenizer.decode(produced[row], skip_special_tokens=True)):
+                    continue
+                keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, positions, chosen = mask[index], positions[index], chosen[index]
+                alive = [alive[j] for j in keep]
+            one = torch.ones(len(alive), 1, dtype=torch.long, device=device)
+            logits = self._forward(chosen[:, None], one, mask, positions, cache, logits=True)
+            mask = torch.cat([mask, one], dim=1)
+            positions = positions + 1
+        return produced
+
+    def _choose(
+        self,
+        logits: torch.Tensor,
+        rows: list[int],
+        temperature: float,
+        samplers: list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """The next token of each row: argmax, or a draw from its own seeded generator."""
+        if samplers is None:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+        draws = [int(torch.multinomial(probs[j], 1, generator=samplers[row])) for j, row in enumerate(rows)]
+        return torch.tensor(draws, device=logits.device)
+
+    def _eos_ids(self) -> set[int]:
+        found: set[int] = set()
+        config = getattr(self.model, "generation_config", None)
+        for value in (getattr(config, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                found.add(value)
+            elif value is not None:
+                found.update(int(v) for v in value)
+        return found
+
+
+def _per_prompt(stop, n: int) -> list:
+    """One stop rule (or None) per prompt from one rule, a sequence, or None."""
+    if stop is None or callable(stop):
+        return [stop] * n
+    stops = list(stop)
+    if len(stops) != n:
+        raise ValueError(f"{len(stops)} stop rules given for {n} prompts")
+    return stops
 
 
 # ------------------------------------------------------------------------ endpoint

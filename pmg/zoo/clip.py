@@ -77,6 +77,7 @@ from pmg.config import ModelSpec, ZooClipConfig
 from pmg.data.images import read_prepared_image
 from pmg.errors import DataError, ModelError
 from pmg.io import output_folder, without_timings
+from pmg.models.device import bf16_autocast
 
 MODEL_NAME = "pmg-mini-clip"
 TRAINING_INFO_NAME = "training.json"
@@ -419,6 +420,7 @@ def fit_mini_clip(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(seed)
+    precision = bf16_autocast(cfg.bf16, torch.device("cpu"), key="zoo.clip.bf16")
     model.visual.train()
     loss_per_epoch = []
     for epoch in range(cfg.epochs):
@@ -429,7 +431,9 @@ def fit_mini_clip(
             if len(batch) < 2:  # a lone image has no negatives (and breaks batch norm)
                 continue
             images = _augment(pixels[batch], generator, shift=cfg.augment_shift, scale=cfg.augment_scale)
-            image_embeddings = F.normalize(model.visual(images), dim=-1)  # (B, D)
+            with precision():
+                features = model.visual(images)
+            image_embeddings = F.normalize(features.float(), dim=-1)  # (B, D)
             caption_embeddings = F.normalize(model.text.proj(pooled), dim=-1)  # (C, D)
             loss = contrastive_loss(
                 image_embeddings,

@@ -72,6 +72,7 @@ from pmg.config import ModelSpec, ZooSDConfig
 from pmg.data.images import read_prepared_image
 from pmg.errors import DataError
 from pmg.io import output_folder, without_timings
+from pmg.models.device import bf16_autocast
 
 TRAINING_INFO_NAME = "pmg_training.json"
 """Provenance written next to `model_index.json`: the config, seed and training figures."""
@@ -279,6 +280,7 @@ def pretrain_vae(
         `{"step": [...], "loss": [...], "mse": [...]}` every `log_every` steps.
     """
     vae.train()
+    precision = bf16_autocast(cfg.bf16, torch.device("cpu"), key="zoo.sd.bf16")
     optimiser = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=True)
     curve: dict[str, list] = {"step": [], "loss": [], "mse": []}
     total = mse_total = 0.0
@@ -292,12 +294,13 @@ def pretrain_vae(
         flip = torch.rand(batch, generator=generator) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         x = x.contiguous(memory_format=torch.channels_last)
-        posterior = vae.encode(x).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator)
-        z = posterior.mean + posterior.std * noise  # (B, C, h, w)
-        reconstruction = vae.decode(z).sample
-        mse = F.mse_loss(reconstruction, x)
-        kl = posterior.kl().mean() / z[0].numel()
+        with precision():
+            posterior = vae.encode(x).latent_dist
+            noise = torch.randn(posterior.mean.shape, generator=generator)
+            z = posterior.mean + posterior.std * noise  # (B, C, h, w)
+            reconstruction = vae.decode(z).sample
+        mse = F.mse_loss(reconstruction.float(), x)
+        kl = posterior.kl().float().mean() / z[0].numel()
         loss = mse + KL_WEIGHT * kl
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -376,6 +379,7 @@ def fit_denoiser(
 
     unet.train()
     text_encoder.train()
+    precision = bf16_autocast(cfg.bf16, torch.device("cpu"), key="zoo.sd.bf16")
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
     # fused: one kernel over all tensors, 4-5x faster than the default per-tensor loop on CPU
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=True)
@@ -395,8 +399,9 @@ def fit_denoiser(
         noisy = noisy.contiguous(memory_format=torch.channels_last)
         drop = torch.rand(cfg.batch_size, generator=generator) < cfg.caption_dropout
         ids = torch.where(drop[:, None], empty_ids[None, :], token_ids[index])  # (B, T)
-        encoder_hidden_states = text_encoder(ids).last_hidden_state  # (B, T, D), as the pipeline reads it
-        prediction = unet(noisy, timesteps, encoder_hidden_states).sample  # (B, C, h, w)
+        with precision():
+            encoder_hidden_states = text_encoder(ids).last_hidden_state  # (B, T, D), as the pipeline reads it
+            prediction = unet(noisy, timesteps, encoder_hidden_states).sample  # (B, C, h, w)
         per_sample = F.mse_loss(prediction.float(), noise, reduction="none").mean(dim=(1, 2, 3))  # (B,)
         loss = (per_sample * loss_weight[timesteps]).mean()
         optimiser.zero_grad(set_to_none=True)

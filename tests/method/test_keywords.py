@@ -15,7 +15,7 @@ from pmg.io import validate
 from pmg.method.describe import describe, select_users
 from pmg.method.keywords import keywords, most_frequent
 from pmg.method.llm_cache import CachedLLM, ContentCache
-from pmg.method.parsing import extract_cloze, parse_keywords
+from pmg.method.parsing import ClozeStop, cloze_closed, extract_cloze, parse_keywords
 from pmg.method.prompts import content_hash, load_prompt_set, template_file
 from pmg.scenarios import names as scenario_names
 from pmg.schemas import Keywords
@@ -112,6 +112,36 @@ def test_cloze_fill_is_read_from_the_answer(answer: str, cloze: str, expected: l
     assert (None if fill is None else parse_keywords(fill, split_and=True)) == expected
 
 
+CONTINUATIONS = ["", " And more.", "\nThe shopper likes red colours.", "s and wool", ", really", "!"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "cloze", "expected"), CLOZE_CASES, ids=[f"cloze{i}" for i in range(len(CLOZE_CASES))]
+)
+def test_a_closed_cloze_reads_the_same_fill_whatever_follows(answer: str, cloze: str, expected) -> None:
+    # Every prefix where generation would stop gives the fill of the whole answer, and so
+    # does any continuation of that prefix: stopping there loses nothing that is read.
+    stopped_at = [n for n in range(1, len(answer) + 1) if cloze_closed(answer[:n], cloze)]
+    for n in stopped_at:
+        for more in CONTINUATIONS:
+            assert extract_cloze(answer[:n] + more, cloze) == extract_cloze(answer, cloze), (n, more)
+    if expected is not None and answer.rstrip().endswith((".", "!")):
+        # An answer that restates and closes the sentence stops there, before what a
+        # small model writes after it.
+        assert stopped_at and stopped_at[0] <= len(answer)
+        assert cloze_closed(answer + " It also likes green.", cloze)
+
+
+def test_cloze_stop_rule() -> None:
+    rule = ClozeStop("The shopper likes ____ colours.")
+    assert rule.key == "cloze-closed-v1:The shopper likes ____ colours."
+    assert not rule("The shopper likes blue")  # the fill may go on
+    assert not rule("The shopper likes blue and red colours")  # "colours" may be "colourslike"
+    assert rule("The shopper likes blue and red colours.")
+    assert rule("The shopper likes navy.")
+    assert not rule("navy, beige.\n")  # no restated sentence: the whole answer is parsed
+
+
 def test_parse_keywords_limits() -> None:
     assert parse_keywords("a1, b2, c3, d4", max_keywords=2) == ["a1", "b2"]
     assert parse_keywords("one two three, four five six seven eight", max_words=3) == ["one two three"]
@@ -199,8 +229,10 @@ def test_one_prompt_per_attribute_plus_target_batched(descriptions, prepared, tm
     # 4 users x (5 attributes + 1 target) prompts, in batches of at most 4.
     assert len(llm.prompts) == 24 and all(len(call) <= 4 for call in llm.calls)
     assert len(llm.calls) == 5 + 1  # 20 preference prompts in 5 calls, 4 target prompts in 1
-    prompt = next(p for p in llm.prompts if "with colour words" in p)
-    assert prompt.startswith("Bought:\n- A red coat") and prompt.endswith("The shopper likes ____ colours.")
+    # Misses go shortest first (the LLM's batch order), not in user order.
+    colour = [p for p in llm.prompts if "with colour words" in p]
+    assert len(colour) == 4 and all(p.endswith("The shopper likes ____ colours.") for p in colour)
+    assert any(p.startswith("Bought:\n- A red coat") for p in colour)  # u1's history
     u1 = _rows(frame)["u1"]
     assert json.loads(u1["preference_keywords"])[0] == "red"
     assert u1["preference_source"] == "llm" and u1["target_source"] == "llm"

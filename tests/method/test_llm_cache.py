@@ -17,9 +17,11 @@ from pmg.method.llm_cache import (
     CachedCaptioner,
     CachedLLM,
     ContentCache,
+    ask_llm,
     llm_key,
     model_fingerprint,
     model_id_of,
+    takes_stop_rules,
 )
 
 
@@ -208,3 +210,67 @@ def test_captions_are_cached_by_pixels(tmp_path: Path) -> None:
     assert captioner.calls == [2]
     CachedCaptioner(captioner, "cap-v2", ContentCache(tmp_path)).caption([blue])
     assert captioner.calls == [2, 1]
+
+
+class Rule:
+    """A stop rule with a cache key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, answer: str) -> bool:
+        return False
+
+
+class StoppingLLM(ScriptedLLM):
+    """Records the stop rules it was given; offers a batch order (reverse)."""
+
+    def __init__(self) -> None:
+        super().__init__(echo)
+        self.stops: list = []
+
+    def generate(self, prompts, *, max_new_tokens, temperature=0.0, stop=None):
+        self.stops.append(stop)
+        return super().generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    def batch_order(self, prompts):
+        return list(reversed(range(len(prompts))))
+
+
+def test_a_stop_rule_is_part_of_the_key_and_reaches_the_llm(tmp_path: Path) -> None:
+    llm = StoppingLLM()
+    cached = CachedLLM(llm, "m", ContentCache(tmp_path))
+    cached.generate(["a"], max_new_tokens=8)
+    cached.generate(["a"], max_new_tokens=8, stop=Rule("cloze-v1"))  # another key: runs again
+    cached.generate(["a"], max_new_tokens=8, stop=Rule("cloze-v2"))
+    cached.generate(["a"], max_new_tokens=8, stop=Rule("cloze-v1"))  # cached
+    assert len(llm.calls) == 3
+    assert llm.stops[0] is None and [r.key for r in llm.stops[1]] == ["cloze-v1"]
+    assert llm_key("m", "", "a", 8, 0.0) != llm_key("m", "", "a", 8, 0.0, Rule("cloze-v1"))
+    # Without a stop rule the key is the one of answers cached before stop rules existed.
+    assert llm_key("m", "", "a", 8, 0.0, None) == llm_key("m", "", "a", 8, 0.0)
+    with pytest.raises(ValueError, match="has no `key`"):
+        cached.generate(["b"], max_new_tokens=8, stop=lambda answer: True)
+
+
+def test_misses_go_in_the_llms_batch_order(tmp_path: Path) -> None:
+    llm = StoppingLLM()
+    cached = CachedLLM(llm, "m", ContentCache(tmp_path), batch_size=2)
+    answers = cached.generate(["a", "b", "c"], max_new_tokens=8, stop=[Rule("r1"), None, Rule("r3")])
+    assert answers == ["answer to a", "answer to b", "answer to c"]
+    assert llm.calls == [["c", "b"], ["a"]]
+    assert [[r and r.key for r in chunk] for chunk in llm.stops] == [["r3", None], ["r1"]]
+
+
+def test_an_llm_without_stop_rules_answers_in_full_under_the_plain_key(tmp_path: Path) -> None:
+    llm = ScriptedLLM(echo)  # its generate takes no `stop`, like the endpoint LLM
+    cached = CachedLLM(llm, "m", ContentCache(tmp_path))
+    assert cached.generate(["a", "b"], max_new_tokens=8, stop=[Rule("r1"), None]) == [
+        "answer to a",
+        "answer to b",
+    ]
+    # The rule was dropped, key included: the plain call is a hit.
+    cached.generate(["a"], max_new_tokens=8)
+    assert llm.calls == [["a", "b"]]
+    assert ask_llm(llm, ["c"], max_new_tokens=8, template_version="", stop=Rule("r1")) == ["answer to c"]
+    assert takes_stop_rules(StoppingLLM()) and not takes_stop_rules(llm)

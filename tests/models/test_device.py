@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pmg.errors import ModelError
-from pmg.models.device import resolve_device, resolve_dtype
+from pmg.models import device as device_module
+from pmg.models.device import bf16_or_fp32, native_bf16_in_cpuinfo, resolve_device, resolve_dtype
 
 
 def test_auto_follows_cuda_availability(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,3 +82,35 @@ def test_bf16_on_a_gpu_without_it_is_an_error(gpu_capability) -> None:
 def test_unknown_dtype() -> None:
     with pytest.raises(ModelError, match=r"profiles\.mini\.llm\.dtype: unknown dtype 'int8'"):
         resolve_dtype("int8", torch.device("cpu"), key="profiles.mini.llm.dtype")
+
+
+AVX2_ONLY = "processor : 0\nflags : fpu sse2 avx avx2 fma\n"
+AVX512_BF16 = "processor : 0\nflags : fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    assert not native_bf16_in_cpuinfo(AVX2_ONLY, "x86_64")
+    assert native_bf16_in_cpuinfo(AVX512_BF16, "x86_64")
+    assert native_bf16_in_cpuinfo("flags : avx2 amx_bf16 amx_tile\n", "x86_64")
+    assert native_bf16_in_cpuinfo("Features : fp asimd sve bf16 i8mm\n", "aarch64")
+    assert not native_bf16_in_cpuinfo("Features : fp asimd\n", "aarch64")
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_bf16_training_only_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native: bool, expected: torch.dtype
+) -> None:
+    """Training's bf16 autocast follows the CPU; model loading on CPU stays fp32 either way."""
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    device_module._say_no_bf16.cache_clear()
+    with caplog.at_level("WARNING", logger="pmg.models.device"):
+        assert bf16_or_fp32(torch.device("cpu"), key="train_soft") == expected
+        assert bf16_or_fp32(torch.device("cpu"), key="train_soft") == expected
+        assert resolve_dtype("bfloat16", torch.device("cpu"), key="profiles.mini.llm.dtype") == torch.float32
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if native:
+        assert lines == []
+    else:  # one line per key, however often asked
+        assert len(lines) == 1
+        assert lines[0].startswith("train_soft: bfloat16 asked for, but this CPU")
+        assert lines[0].endswith("using float32")

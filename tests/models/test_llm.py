@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from pmg.config import ModelSpec
 from pmg.errors import ModelError
 from pmg.models import tiny
-from pmg.models.llm import LocalLLM, convert_gguf_to_hf, load_llm
+from pmg.models.llm import LocalLLM, convert_gguf_to_hf, load_llm, plan_batches
 
 KEY = "profiles.mini.llm"
 PROMPTS = ["red dress", "List 5 colour keywords for: red striped dress, blue dotted shirt", "hi"]
@@ -62,6 +62,10 @@ def test_batch_is_left_padded_and_equals_prompts_alone(llm: LocalLLM) -> None:
     alone = [llm.generate([p], max_new_tokens=6)[0] for p in PROMPTS]
     assert batched == alone
     assert len(set(batched)) > 1  # the prompts matter
+    # Both equal the reference: one unpadded sequence at a time, no KV cache.
+    for answer, row in zip(batched, llm.encode(PROMPTS)):
+        expected = _greedy(llm.model, row, 6, llm.tokenizer.eos_token_id)
+        assert answer == llm.tokenizer.decode(expected, skip_special_tokens=True).strip()
 
 
 def test_generation_is_greedy_decoding_of_the_templated_prompt(llm: LocalLLM) -> None:
@@ -177,3 +181,71 @@ def test_gguf_folder_needs_a_name_when_ambiguous(tiny_gguf_file: Path, tmp_path:
 def test_convert_missing_gguf(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no such GGUF file"):
         convert_gguf_to_hf(tmp_path / "none.gguf", tmp_path / "out")
+
+
+# ------------------------------------------------------------- shared-prefix engine
+
+HISTORY = "Bought:\n- a red striped wool coat\n- a blue dotted cotton shirt\n- green linen trousers\n\n"
+SHARED = [HISTORY + f"Fill in the blank with {a} words." for a in ("colour", "material", "season")]
+
+
+def test_plan_puts_every_prompt_once_and_groups_shared_prefixes() -> None:
+    common = [1, 2, 3]
+    user_a = common + list(range(100, 130))  # 30 tokens of one user's history
+    user_b = common + list(range(200, 230))
+    ids = [user_a + [7], user_b + [7], user_a + [8, 9], user_b + [8], [1, 2, 3, 5], user_a + [9]]
+    plan = plan_batches(ids, batch_size=4, min_shared=16)
+    assert sorted(plan.order()) == list(range(len(ids)))
+    assert plan.common == 3
+    groups = [g for batch in plan.batches for g in batch]
+    by_rows = {frozenset(g.rows): g.prefix for g in groups}
+    assert by_rows[frozenset({0, 2, 5})] == len(user_a)  # user a's history once
+    assert by_rows[frozenset({1, 3})] == len(user_b)
+    assert by_rows[frozenset({4})] == 3  # alone: only the common start is shared
+    assert all(sum(len(g.rows) for g in batch) <= 4 for batch in plan.batches)
+    # Too little shared beyond the common start: no group stage.
+    assert all(len(g.rows) == 1 for b in plan_batches(ids, batch_size=4, min_shared=64).batches for g in b)
+
+
+def test_shared_prefix_is_computed_once_and_answers_match_greedy_decoding(llm: LocalLLM) -> None:
+    before = dict(llm.stats)
+    answers = llm.generate(SHARED + ["hi"], max_new_tokens=5)
+    ids = llm.encode(SHARED + ["hi"])
+    computed = llm.stats["computed_prompt_tokens"] - before["computed_prompt_tokens"]
+    history = len(llm.tokenizer(HISTORY, add_special_tokens=False)["input_ids"])
+    # The 3 prompts share the history: it runs once, not 3 times.
+    assert computed <= sum(len(row) for row in ids) - 2 * history
+    for prompt, answer, row in zip(SHARED + ["hi"], answers, ids):
+        expected = _greedy(llm.model, row, 5, llm.tokenizer.eos_token_id)
+        assert answer == llm.tokenizer.decode(expected, skip_special_tokens=True).strip(), prompt
+
+
+class StopAfter:
+    """A stop rule: the answer is complete once it has `n` characters."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.key = f"after-{n}"
+
+    def __call__(self, answer: str) -> bool:
+        return len(answer) >= self.n
+
+
+def test_a_stop_rule_ends_its_row_only(llm: LocalLLM) -> None:
+    full = llm.generate(SHARED, max_new_tokens=8)
+    stopped = llm.generate(SHARED, max_new_tokens=8, stop=[StopAfter(1), None, None])
+    assert stopped[1:] == full[1:]  # the other rows run on, unchanged
+    assert full[0].startswith(stopped[0]) and len(stopped[0]) < len(full[0])
+    first = llm.tokenizer(full[0], add_special_tokens=False)["input_ids"][:1]
+    assert stopped[0] == llm.tokenizer.decode(first).strip()
+    with pytest.raises(ValueError, match="2 stop rules given for 3 prompts"):
+        llm.generate(SHARED, max_new_tokens=4, stop=[None, None])
+
+
+def test_batch_order_runs_shared_prefixes_together(llm: LocalLLM) -> None:
+    other = ["Bought:\n- black boots\n\nFill in the blank with colour words.", "hi"]
+    prompts = [SHARED[0], other[0], SHARED[1], other[1], SHARED[2]]
+    order = llm.batch_order(prompts)
+    assert sorted(order) == list(range(5))
+    positions = sorted(order.index(i) for i in (0, 2, 4))
+    assert positions[-1] - positions[0] == 2  # one user's prompts are neighbours
