@@ -50,6 +50,7 @@ def _tables() -> dict[str, pd.DataFrame]:
                     "history_items": json.dumps(["g1", "g2"]),
                     "target_item": "g3",
                     "supervision_item": "g4",
+                    "split": "test",
                 }
             ]
         ),
