@@ -1,4 +1,9 @@
-"""Building the whole default world at the default size stays well under a minute."""
+"""Building the whole default world at the default size stays well under a minute of CPU.
+
+CPU time of this process (`time.process_time`), not wall time: the world is
+built in one process, and a loaded machine (CI beside other jobs) stretches
+wall time without the code getting slower.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ def test_default_world_builds_in_under_a_minute(
     emoji_assets: Path, fashion_assets: Path, ml100k_item: Path, tmp_path: Path
 ) -> None:
     movies = ml100k_movies(ml100k_item)
-    start = time.perf_counter()
+    start = time.process_time()
     clothing = build_clothing_world(
         ClothingSource(), assets=fashion_assets, images_dir=tmp_path / "clothing" / "images", size=128, seed=0
     )
@@ -34,7 +39,7 @@ def test_default_world_builds_in_under_a_minute(
         128,
         emoji_font=emoji_assets / "noto-emoji" / "NotoColorEmoji.ttf",
     )
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert len(clothing.items) == 600 and len(posters) == len(movies) == 1682
     assert len(make_splits(clothing, 5)[0]) == 200 and len(make_splits(emoji, 4)[0]) == 120
-    assert elapsed < 60, f"default world took {elapsed:.1f} s"
+    assert elapsed < 60, f"default world took {elapsed:.1f} CPU s"
