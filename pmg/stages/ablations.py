@@ -290,7 +290,7 @@ def run(
     out = catalogue.ablations(scenario)
     used = keywords[keywords["user_id"].astype(str).isin(set(result.outputs["user_id"].astype(str)))]
     hits = ground_truth_hits(scenario, prepared, outputs=result.outputs, keywords=used)
-    write_evaluation(out, result.evaluation, hits)
+    write_evaluation(out, result.evaluation, hits, whole_folder=False)  # runs/ stays beside the tables
     ground_truth = summarize_hits(hits)
     nested = {scenario: result.metrics}
     write_json_atomic(catalogue.ablation_metrics(scenario), nested)

@@ -50,16 +50,28 @@ def measure(params: Params, scenario: str, requests: Sequence[Any], metric_model
     )
 
 
-def write_evaluation(folder: Path, evaluation: Any, hits: pd.DataFrame) -> None:
-    """The per-pair metrics, the issues and the ground-truth rows, as the folder `folder`.
+def write_evaluation(folder: Path, evaluation: Any, hits: pd.DataFrame, *, whole_folder: bool = True) -> None:
+    """The per-pair metrics, the issues and the ground-truth rows, written into `folder`.
 
-    Written through `pmg.io.output_folder`: all three tables or none replace
-    the previous ones, and a second run of the stage waits for the first.
+    With `whole_folder` (the evaluate stage, whose folder holds only what this
+    stage writes) through `pmg.io.output_folder`: all three tables or none
+    replace the previous ones, and a second run of the stage waits for the
+    first. Without it (the ablation stage, whose folder also holds the runs'
+    candidates written before): each table is replaced atomically on its own
+    and the rest of the folder is kept.
     """
+    if not whole_folder:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_tables(folder, evaluation, hits)
+        return
     with output_folder(folder) as staging:
-        write_table(evaluation.pairs, staging / PAIRS_TABLE, schemas.PairMetrics)
-        write_table(evaluation.issues, staging / ISSUES_TABLE, schemas.EvalIssues)
-        write_table(hits, staging / GROUND_TRUTH_TABLE, schemas.GroundTruthHits)
+        _write_tables(staging, evaluation, hits)
+
+
+def _write_tables(folder: Path, evaluation: Any, hits: pd.DataFrame) -> None:
+    write_table(evaluation.pairs, folder / PAIRS_TABLE, schemas.PairMetrics)
+    write_table(evaluation.issues, folder / ISSUES_TABLE, schemas.EvalIssues)
+    write_table(hits, folder / GROUND_TRUTH_TABLE, schemas.GroundTruthHits)
 
 
 def used_keywords(catalogue: Catalogue, scenario: str, users: pd.Series) -> pd.DataFrame | None:
