@@ -397,28 +397,6 @@ def read_folder(folder: str | Path, read: Callable[[Path], T], *, attempts: int 
     raise OutputBusyError(f"{folder} was replaced during each of {attempts} attempts to read it")
 
 
-@contextlib.contextmanager
-def output_folder(final: str | Path) -> Iterator[Path]:
-    """Yield a fresh, private, empty staging folder next to `final`; swap it in on success.
-
-    On normal exit the staging folder replaces `final` (see `replace_folder`);
-    on an exception it is removed and `final` is left as it was. Every stage
-    that writes a folder goes through here, so no other module writes the
-    stage-then-rename pattern.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
-    try:
-        yield staging
-        # mkdtemp creates 0700; give the folder the mode a plain mkdir would.
-        os.chmod(staging, 0o777 & ~_umask())
-        replace_folder(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:

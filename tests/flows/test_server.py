@@ -182,6 +182,10 @@ def test_the_server_schedules_a_run_and_a_worker_completes_it(
                 "prepare.out": str(out / "prepared"),
                 "prepare.image_size": 32,
                 "prepare.emoji.n_users": 10,
+                # Ten users: shares that leave every split at least one (as tests/flows/conftest.py).
+                "prepare.user_split.validation": 0.2,
+                "prepare.user_split.test": 0.3,
+                "prepare.user_split.min_users": 1,
             },
         },
         "description": "the pipeline's prepare stage, every 20 s (scheduler test)",

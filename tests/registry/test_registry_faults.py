@@ -138,11 +138,11 @@ def test_a_malformed_alias_object_is_one_clear_error(
 
 
 def test_promote_refuses_a_version_with_a_damaged_file(
-    s3_env: Any, registry_cfg: RegistryConfig, adapter_dir: Path, capsys
+    s3_env: Any, registry_cfg: RegistryConfig, make_adapter: Any, capsys
 ) -> None:
     registry = Registry(registry_cfg, scenario="clothing")
-    registry.push(adapter_dir, GOOD, PARAMS)
-    registry.push(adapter_dir, GOOD, PARAMS)
+    registry.push(make_adapter(1), GOOD, PARAMS)
+    registry.push(make_adapter(2), GOOD, PARAMS)  # distinct: an identical adapter is refused
     registry.promote(1, to="staging", reason="first")
     _put(s3_env, registry_cfg, "versions/2/files/adapter_config.json", b"{}")  # another size
     assert [info.version for info in registry.versions()] == [1]
@@ -154,8 +154,9 @@ def test_promote_refuses_a_version_with_a_damaged_file(
     # A rollback onto a version whose file vanished is refused the same way.
     registry.promote(1, to="production", reason="a")
     _put(s3_env, registry_cfg, "versions/3/claim.json", b"{}")
-    registry.push(adapter_dir, GOOD, PARAMS)  # version 4 (3 is claimed)
-    registry.promote(4, to="production", reason="b")
+    registry.push(make_adapter(3), GOOD, PARAMS)  # version 4 (3 is claimed)
+    registry.promote(4, to="staging", reason="b")  # production takes only a version that was staging
+    registry.promote(4, to="production", reason="b", force=True)  # no per-pair tables here: gates cannot pass
     s3_env.client().delete_object(
         Bucket=registry_cfg.bucket, Key=f"{registry_cfg.prefix}/clothing/versions/1/files/adapter_config.json"
     )

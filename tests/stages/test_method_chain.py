@@ -35,7 +35,7 @@ def chain_args(tmp_path_factory: pytest.TempPathFactory, packaged_data_assets: P
         "prepare.clothing.n_items": 60,
         "prepare.clothing.n_users": 8,
         "prepare.emoji.n_users": 6,
-        "prepare.movies.max_users": 6,
+        "prepare.movies.max_users": 10,
         # A few users per scenario: shares that leave every split at least one of them.
         "prepare.user_split.validation": 0.2,
         "prepare.user_split.test": 0.3,

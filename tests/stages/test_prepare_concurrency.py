@@ -34,7 +34,11 @@ def _command(tmp_path: Path, assets: Path) -> list[str]:
         "--set", "prepare.image_size=32",
         "--set", "prepare.clothing.n_items=60",
         "--set", "prepare.clothing.n_users=12",
-        "prepare", "--scenario", SCENARIO, "--metrics-dir", str(tmp_path / "metrics"),
+        "--set", "prepare.user_split.validation=0.2",
+        "--set", "prepare.user_split.test=0.3",
+        "--set", "prepare.user_split.min_users=1",
+        "--metrics-root", str(tmp_path / "metrics"),
+        "prepare", "--scenario", SCENARIO,
     ]  # fmt: skip
 
 

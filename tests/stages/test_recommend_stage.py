@@ -62,7 +62,7 @@ def _movies_world(folder: Path) -> None:
             splits.append(
                 {
                     "user_id": user, "scenario": "movies", "history_items": json.dumps(seq[-5:-2]),
-                    "target_item": seq[-2], "supervision_item": seq[-1],
+                    "target_item": seq[-2], "supervision_item": seq[-1], "split": "test",
                 }
             )  # fmt: skip
         write_scenario(

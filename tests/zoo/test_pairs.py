@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from pmg.data.store import report_frame, write_scenario
 from pmg.errors import DataError
@@ -44,6 +45,9 @@ def _prepared(root: Path) -> dict[str, Path]:
         ]
     )
     with output_folder(final) as staging:
+        (staging / "images").mkdir()
+        for item in ITEMS:  # write_scenario checks that every image file exists
+            Image.new("RGB", (8, 8), (30, 60, 220)).save(staging / "images" / f"{item}.png")
         write_scenario(
             staging, items=items,
             interactions=pd.DataFrame(columns=["user_id", "item_id", "timestamp", "rating"]),
