@@ -1130,6 +1130,27 @@ def _apply_override(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+MAX_NESTING = 1000
+"""Deepest nesting of lists and mappings a parameter value may have.
+
+Checked explicitly: catching `RecursionError` alone depends on the
+interpreter's recursion limit, which imported libraries raise."""
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether `value` nests lists/mappings deeper than `MAX_NESTING` (iterative, no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return True
+        if isinstance(node, Mapping):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((child, depth + 1) for child in node)
+    return False
+
+
 def parse_params(raw: Mapping[str, Any], source: str = "params") -> Params:
     """Validate a parsed YAML mapping into frozen `Params`.
 
@@ -1138,6 +1159,8 @@ def parse_params(raw: Mapping[str, Any], source: str = "params") -> Params:
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    if _too_deep(raw):
+        raise ConfigError(f"{source}: a value is nested too deeply to be a setting (over {MAX_NESTING} levels)")
     try:
         return Params.model_validate(dict(raw))
     except ValidationError as err:

@@ -42,6 +42,8 @@ def test_cli_push_list_promote_rollback_pull(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # No Prefect API, whatever an earlier test left in the Prefect profile of this PREFECT_HOME.
+    monkeypatch.setattr("pmg.registry.announce.prefect_api", lambda: None)
 
     def pmg(*args: str) -> tuple[int, str, str]:
         return _pmg(capsys, s3_env.endpoint_url, bucket_name, *args)
@@ -70,12 +72,12 @@ def test_cli_push_list_promote_rollback_pull(
 
     code, out, err = pmg("promote", "1", "--to", "production", "--reason", "first", *clothing)
     assert code == 2 and "has never been 'staging'" in err
-    assert "pmg: refused promotion not announced to Prefect: PREFECT_API_URL is not set" in err
+    assert "pmg: refused promotion not announced to Prefect: " in err
     for version in ("1", "2", "3"):
         assert pmg("promote", version, "--to", "staging", "--reason", "candidate", *clothing)[0] == 0
     code, out, err = pmg("promote", "1", "--to", "production", "--reason", "first", *clothing)
     assert code == 0 and "clothing production: none -> 1" in out
-    assert "alias move not announced to Prefect (event, pmg-registry artifact): PREFECT_API_URL is not set" in err
+    assert "alias move not announced to Prefect (event, pmg-registry artifact): " in err
     code, out, err = pmg("promote", "2", "--to", "production", "--reason", "retrained", *clothing)
     assert code == 2 and out == ""
     assert "refused: 1 of 2 gates failed against production (version 1)" in err
