@@ -165,6 +165,7 @@ def run(args: argparse.Namespace, say: Callable[[str], object] = print) -> dict[
     import torch
 
     from pmg.config import load_params
+    from pmg.stages.catalogue import HEADLINE, Catalogue
 
     if not torch.cuda.is_available():
         raise GpuCheckError(
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace, say: Callable[[str], object] = print) -> dict[
             else:
                 figures["stages"][name] = timed
         params = load_params("params.yaml", _pairs(pairs))
-        headline = Path(params.report.out) / "headline.md"
+        headline = Catalogue(params).report() / HEADLINE
         figures["headline"] = headline.read_text(encoding="utf-8") if headline.is_file() else None
     finally:
         os.chdir(previous)

@@ -359,7 +359,6 @@ def overall_metrics(per_scenario: Mapping[str, Mapping]) -> dict:
 
 # ------------------------------------------------------------------ headline
 
-HEADLINE_FILE = "headline.md"
 HEADLINE_COLUMNS = (
     "Scenario",
     "PMG variant",
