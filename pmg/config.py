@@ -655,8 +655,15 @@ class DescribeConfig(Section):
 
     Attributes:
         out: output folder; one `<scenario>.parquet` Descriptions table each.
-        max_users: users described per scenario — the first by user id
-            (natural order); null describes all.
+        max_users: users described per scenario under the evaluation
+            protocol (`pmg.method.describe.select_users_by_split`): the test
+            users first (at most `max_test_users`), the rest of the budget
+            shared by validation and train users, each first by user id
+            (natural order); null describes all. A scenario that trains no
+            soft adapter (not in `train_soft.scenarios`) describes its test
+            users only: nothing would learn from the others.
+        max_test_users: cap on the test users described (they are the
+            evaluated ones); null = as many as `max_users` allows.
         max_text_chars: texts longer than this are summarised by the LLM.
         max_line_chars: lines (summaries, text + caption) are cut to this.
         summary_max_new_tokens: token budget of one summary.
@@ -668,7 +675,8 @@ class DescribeConfig(Section):
     """
 
     out: str = "data/describe"
-    max_users: int | None = Field(default=40, ge=1)
+    max_users: int | None = Field(default=64, ge=1)
+    max_test_users: int | None = Field(default=40, ge=1)
     max_text_chars: int = Field(default=160, ge=1)
     max_line_chars: int = Field(default=240, ge=16)
     summary_max_new_tokens: int = Field(default=40, ge=1)
@@ -830,7 +838,9 @@ class TrainSoftConfig(Section):
         weight_decay: AdamW weight decay.
         max_grad_norm: gradient clipping norm.
         val_fraction: share of users held out for validation, chosen by a
-            hash of the user id (stable across runs and user additions).
+            hash of the user id, when no user split is given (the stages
+            give one: `prepare`'s validation users validate, its train
+            users train, its test users are never seen).
         val_every: steps between validation losses (and at the end).
         val_draws: fixed (noise, timestep) draws per validation user.
         bucket_batches: batches are drawn from length buckets: each pass

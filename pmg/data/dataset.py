@@ -184,6 +184,32 @@ def user_split_of(scenario: str, user_id: str, cfg: UserSplitConfig) -> str:
     return "train"
 
 
+def users_in_split(splits: pd.DataFrame, *names: str) -> set[str]:
+    """The ids (as strings) of the users in any of the splits `names` (`train`, `validation`, `test`)."""
+    unknown = set(names) - set(USER_SPLITS)
+    if unknown:
+        raise ValueError(f"unknown user split(s) {sorted(unknown)}; known: {list(USER_SPLITS)}")
+    return set(splits.loc[splits["split"].isin(names), "user_id"].astype(str))
+
+
+def evaluated_rows(
+    table: pd.DataFrame, splits: pd.DataFrame, scenario: str, *, where: object = "<keywords>"
+) -> pd.DataFrame:
+    """The rows of `table` (a `user_id` column) whose user is a test user: what every reported figure uses.
+
+    Raises:
+        DataError: none of the table's users is a test user (naming the scenario).
+    """
+    keep = table["user_id"].astype(str).isin(users_in_split(splits, "test"))
+    if not keep.any():
+        raise DataError(
+            where,
+            f"{scenario}: none of its {table['user_id'].nunique()} users is a test user; "
+            "nothing can be reported (describe the test users: describe.max_test_users)"
+        )
+    return table.loc[keep].reset_index(drop=True)
+
+
 def split_counts(splits: pd.DataFrame) -> Counter[str]:
     """`users_train`, `users_validation`, `users_test`: users per split (zeros included), for reports."""
     counts = splits["split"].value_counts()

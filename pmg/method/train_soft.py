@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +428,7 @@ def train_soft(
     generator,
     seed: int,
     log: Callable[[str], None] | None = None,
+    validation_users: Collection[str] | None = None,
 ) -> tuple[SoftPreferenceModel, SoftTrainingResult]:
     """Train the soft preference adapter on one scenario's examples.
 
@@ -440,6 +441,10 @@ def train_soft(
         seed: seeds the adapter's initialisation, the batches, the noise and
             the timesteps; the validation draws use `seed + 1`.
         log: progress lines (default: the module logger).
+        validation_users: the users whose examples validate (the prepared
+            user split's `validation` users: the stage passes them); the
+            others train. None: `cfg.val_fraction` of the users, by a hash of
+            the id (tests, a caller without a split).
 
     Returns:
         The trained model (eval mode) and a `SoftTrainingResult` whose
@@ -463,13 +468,17 @@ def train_soft(
     user_ids = [example.user_id for example in examples]
     if len(set(user_ids)) != len(user_ids):
         raise ValueError("train_soft takes one example per user; duplicate user ids given")
-    val_index = [i for i, user in enumerate(user_ids) if is_validation_user(user, cfg.val_fraction)]
+    if validation_users is None:
+        val_index = [i for i, user in enumerate(user_ids) if is_validation_user(user, cfg.val_fraction)]
+    else:
+        held_out = {str(user) for user in validation_users}
+        val_index = [i for i, user in enumerate(user_ids) if str(user) in held_out]
     held = set(val_index)
     train_index = [i for i in range(len(examples)) if i not in held]
     if not train_index:
         raise ValueError(
-            f"all {len(examples)} users fall in the validation share "
-            f"(val_fraction={cfg.val_fraction}); lower it"
+            f"all {len(examples)} users are validation users "
+            f"(val_fraction={cfg.val_fraction} or the given validation_users); none left to train on"
         )
 
     _freeze_generator(generator)

@@ -262,6 +262,7 @@ def run(
     Returns:
         The nested metrics written to `metrics/ablations/<scenario>.json`.
     """
+    from pmg.data.dataset import evaluated_rows
     from pmg.data.store import read_scenario
     from pmg.evaluate.ablations import ablation_markdown, variants
     from pmg.evaluate.ground_truth import ground_truth_hits, summarize_hits
@@ -269,7 +270,12 @@ def run(
 
     catalogue = catalogue or Catalogue(params)
     prepared = read_scenario(catalogue.prepared(scenario))
-    keywords = read_table(catalogue.keywords(scenario), schemas.Keywords)
+    keywords = evaluated_rows(
+        read_table(catalogue.keywords(scenario), schemas.Keywords),
+        prepared.splits,
+        scenario,
+        where=catalogue.keywords(scenario),
+    )
     descriptions = read_table(catalogue.descriptions(scenario), schemas.Descriptions)
     behaviour = behaviour_prompts(scenario, descriptions)
     adapters = find_adapters(catalogue, scenario)

@@ -110,8 +110,17 @@ def generate_for(
 def run(
     params: Params, scenario: str, *, catalogue: Catalogue | None = None, log: Callable[[str], object] = print
 ) -> dict:
-    """Generate every candidate of one scenario; return the stage metrics."""
+    """Generate every candidate of one scenario's test users (the evaluated ones); return the stage metrics."""
+    from pmg.data.dataset import evaluated_rows
+
     catalogue = catalogue or Catalogue(params)
+    prepared = read_scenario(catalogue.prepared(scenario))
+    keywords = evaluated_rows(
+        read_table(catalogue.keywords(scenario), schemas.Keywords),
+        prepared.splits,
+        scenario,
+        where=catalogue.keywords(scenario),
+    )
     generator = loaders.generator(params)
     soft_model = (
         loaders.soft_model(params, catalogue.adapter(scenario), generator=generator)
@@ -122,9 +131,9 @@ def run(
         params,
         scenario,
         catalogue.candidates(scenario),
-        keywords=read_table(catalogue.keywords(scenario), schemas.Keywords),
+        keywords=keywords,
         descriptions=read_table(catalogue.descriptions(scenario), schemas.Descriptions),
-        items=read_scenario(catalogue.prepared(scenario)).items,
+        items=prepared.items,
         generator=generator,
         soft_model=soft_model,
     )

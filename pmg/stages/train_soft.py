@@ -2,7 +2,8 @@
 
 Trains the bias-correcting LLM's adapter (L multimodal tokens, P-Tuning v2
 prefix of length S, projection into the generator's text-encoder width) on the
-described users' supervision images and writes:
+described train users' supervision images (validation users give the held-out
+losses; test users, the evaluated ones, are never seen) and writes:
 
 * the adapter folder — `adapter.safetensors` + `adapter_config.json` (the
   soft base LLM's spec and fingerprint, widths, L, S, training params, data hash);
@@ -25,7 +26,9 @@ from typing import Any
 
 from pmg import schemas
 from pmg.config import Params, TrainSoftConfig
+from pmg.data.dataset import users_in_split
 from pmg.data.store import read_scenario
+from pmg.errors import DataError
 from pmg.io import read_table, write_json_atomic, write_text_atomic
 from pmg.stages import loaders
 from pmg.stages.catalogue import Catalogue
@@ -72,10 +75,22 @@ def train_adapter(
     prepared = read_scenario(catalogue.prepared(scenario))
     descriptions = read_table(catalogue.descriptions(scenario), schemas.Descriptions)
     keywords = read_table(catalogue.keywords(scenario), schemas.Keywords)
-    examples = build_examples(prepared, descriptions, keywords)
+    # The protocol: train users learn, validation users give the held-out losses, test users are never seen.
+    learners = users_in_split(prepared.splits, "train", "validation")
+    examples = [e for e in build_examples(prepared, descriptions, keywords) if str(e.user_id) in learners]
+    if not examples:
+        raise DataError(f"{scenario}: no described train or validation user to train the soft adapter on")
     llm = llm or loaders.soft_llm(params)
     generator = generator or loaders.generator(params)
-    model, result = train_soft(cfg, examples, llm=llm, generator=generator, seed=params.base.seed, log=log)
+    model, result = train_soft(
+        cfg,
+        examples,
+        llm=llm,
+        generator=generator,
+        seed=params.base.seed,
+        log=log,
+        validation_users=users_in_split(prepared.splits, "validation"),
+    )
     save_adapter(
         model,
         out,

@@ -261,7 +261,22 @@ def test_no_tokens_trains_nothing_and_matches_the_baselines(llm: LocalLLM, gener
 
 def test_refuses_duplicates_and_all_held_out(llm: LocalLLM, generator: ImageGenerator) -> None:
     examples = colour_examples(["u3", "u10"])  # both held out at 0.25
-    with pytest.raises(ValueError, match="validation share"):
+    with pytest.raises(ValueError, match="validation users"):
         train_soft(TrainSoftConfig(val_fraction=0.25), examples, llm=llm, generator=generator, seed=0)
+    with pytest.raises(ValueError, match="validation users"):  # the given split, not the hash
+        train_soft(
+            TrainSoftConfig(val_fraction=0.0), examples, llm=llm, generator=generator, seed=0,
+            validation_users={"u3", "u10"},
+        )
     with pytest.raises(ValueError, match="duplicate"):
         train_soft(TrainSoftConfig(), examples + examples, llm=llm, generator=generator, seed=0)
+
+
+def test_given_validation_users_replace_the_hash(llm: LocalLLM, generator: ImageGenerator) -> None:
+    """The stages pass prepare's validation users: they validate, the others train, whatever the hash says."""
+    examples = colour_examples(["u1", "u2", "u3", "u10"])  # u3 and u10 are the hash's validation users at 0.25
+    cfg = TrainSoftConfig(steps=1, batch_size=2, val_fraction=0.25, val_every=1, val_draws=1)
+    _, result = train_soft(cfg, examples, llm=llm, generator=generator, seed=0, validation_users={"u1"})
+    assert result.val_users == ["u1"]
+    assert sorted(result.train_users) == ["u10", "u2", "u3"]
+    assert (result.metrics["n_train_users"], result.metrics["n_val_users"]) == (3, 1)

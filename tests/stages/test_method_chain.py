@@ -47,6 +47,7 @@ def chain_args(tmp_path_factory: pytest.TempPathFactory, packaged_data_assets: P
         "profiles.mini.captioner.path": root / "clip",
         "describe.out": root / "describe",
         "describe.max_users": 4,
+        "describe.max_test_users": 2,   # clothing and emoji (adapters) describe train users too
         "describe.llm_cache": root / "cache",
         "keywords.out": root / "keywords",
         "keywords.llm_cache": root / "cache",
@@ -78,12 +79,20 @@ def test_all_method_stages_then_personalize(
         assert main([*chain_args, command]) == 0, command
     for scenario in ("clothing", "movies", "emoji"):
         keywords = read_table(root / "keywords" / f"{scenario}.parquet", schemas.Keywords)
-        assert len(keywords) == 4
+        splits = read_table(root / "prepared" / scenario / "splits.parquet", schemas.Splits)
+        n_test = int((splits["split"] == "test").sum())
+        # Adapter scenarios: 4 users, test first (at most 2); movies (no adapter): its test users only.
+        assert len(keywords) == (min(2, n_test) if scenario == "movies" else 4)
         candidates = read_table(root / "generate" / scenario / "candidates.parquet", schemas.Candidates)
         scores = read_table(root / "select" / f"{scenario}.parquet", schemas.Scores)
         # One chosen candidate per described pair, each image on disk.
         assert scores.groupby(["user_id", "target_item"])["chosen"].sum().eq(1).all()
         assert all((root / "generate" / scenario / p).is_file() for p in candidates["image_path"])
+        # The protocol: only test users are generated for (and so evaluated).
+        split_of = dict(zip(splits["user_id"].astype(str), splits["split"]))
+        assert {split_of[u] for u in candidates["user_id"].astype(str)} == {"test"}
+        described_test = {u for u in keywords["user_id"].astype(str) if split_of[u] == "test"}
+        assert set(candidates["user_id"].astype(str)) == described_test
         generate_metrics = json.loads((tmp_path / "metrics" / "generate" / f"{scenario}.json").read_text())
         # Movies has no adapter (not in train_soft.scenarios): keywords only, said so.
         assert generate_metrics["soft_embeddings"] is (scenario != "movies")
@@ -93,6 +102,11 @@ def test_all_method_stages_then_personalize(
     # The adapter records the soft model's base (`soft_llm`, here the default: `llm`).
     config = json.loads((root / "soft" / "clothing" / "adapter_config.json").read_text())
     assert config["base_llm_spec"]["path"] == str(root / "llm")
+    # It learned from train users and validated on validation users; no test user was seen.
+    splits = read_table(root / "prepared" / "clothing" / "splits.parquet", schemas.Splits)
+    split_of = dict(zip(splits["user_id"].astype(str), splits["split"]))
+    assert config["train_users"] and {split_of[u] for u in config["train_users"]} == {"train"}
+    assert {split_of[u] for u in config["val_users"]} <= {"validation"}
     for stage in ("prepare", "describe", "keywords", "train_soft", "generate", "select"):
         assert (tmp_path / "metrics" / "timings" / stage / "clothing.json").is_file(), stage
     curve = (tmp_path / "plots" / "train_soft" / "clothing.csv").read_text().splitlines()
