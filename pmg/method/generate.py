@@ -108,6 +108,7 @@ from pmg.config import GenerateConfig
 from pmg.errors import ConfigError
 from pmg.io import validate
 from pmg.method.keywords import title_words
+from pmg.progress import progress
 from pmg.schemas import Candidates, Keywords
 from pmg.text import natural_key
 
@@ -622,7 +623,7 @@ def generate_pairs(
     fallbacks: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
     order = sorted(range(len(keywords)), key=lambda i: natural_key(str(keywords["user_id"].iloc[i])))
-    for i in order:
+    for i in progress(order, desc=f"generate {scenario} pairs"):
         row = keywords.iloc[i]
         user, target = str(row["user_id"]), str(row["target_item"])
         if target not in title_of:

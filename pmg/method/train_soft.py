@@ -53,6 +53,7 @@ from pmg.method.soft import (
     keyword_string,
 )
 from pmg.models.device import bf16_autocast
+from pmg.progress import progress
 from pmg.text import natural_key
 
 logger = logging.getLogger(__name__)
@@ -548,7 +549,7 @@ def train_soft(
     loop_started = time.perf_counter()
     val_seconds = 0.0
     lengths = [len(ids) for ids in cached.token_ids]
-    for step in range(1, (cfg.steps if trainable else 0) + 1):
+    for step in progress(range(1, (cfg.steps if trainable else 0) + 1), desc="train_soft steps"):
         batch: list[int] = []
         while len(batch) < min(cfg.batch_size, len(train_index)):
             if not order:

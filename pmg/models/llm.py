@@ -40,6 +40,7 @@ from pmg.errors import ModelError
 from pmg.io import output_folder
 from pmg.models.common import Source, as_device, loading, require, require_architecture, resolve_source
 from pmg.models.device import resolve_dtype
+from pmg.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,7 @@ class LocalLLM:
         )
         with torch.inference_mode():
             common = self._prefill(ids[0][: plan.common]) if plan.common else None
-            for batch in plan.batches:
+            for batch in progress(plan.batches, desc=f"llm {len(prompts)} prompts, batches"):
                 produced = self._generate_batch(
                     ids, batch, common, plan.common, max_new_tokens, temperature, stops, samplers
                 )

@@ -37,6 +37,7 @@ import pandas as pd
 from pmg import schemas
 from pmg.config import Params
 from pmg.io import read_table, write_json_atomic, write_table, write_text_atomic
+from pmg.progress import progress
 from pmg.stages import loaders
 from pmg.stages.catalogue import ABLATIONS_MARKDOWN, ABLATIONS_REPORT, SCORES_TABLE, Catalogue
 from pmg.stages.evaluate import measure, write_evaluation
@@ -175,7 +176,7 @@ def run_variants(
     requests: list = []
     outputs: list[pd.DataFrame] = []
     aliases: dict[str, list[str]] = {}
-    for key, members in generation_groups(variant_list).items():
+    for key, members in progress(generation_groups(variant_list).items(), desc=f"ablations {scenario} runs"):
         lead = members[0]
         names = [m.name for m in members]
         if pairs.empty:

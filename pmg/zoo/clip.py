@@ -78,6 +78,7 @@ from pmg.data.images import read_prepared_image
 from pmg.errors import DataError, ModelError
 from pmg.io import output_folder, without_timings
 from pmg.models.device import bf16_autocast
+from pmg.progress import progress
 
 MODEL_NAME = "pmg-mini-clip"
 TRAINING_INFO_NAME = "training.json"
@@ -423,7 +424,7 @@ def fit_mini_clip(
     precision = bf16_autocast(cfg.bf16, torch.device("cpu"), key="zoo.clip.bf16")
     model.visual.train()
     loss_per_epoch = []
-    for epoch in range(cfg.epochs):
+    for epoch in progress(range(cfg.epochs), desc="zoo clip epochs"):
         order = epoch_rows[torch.randperm(len(epoch_rows), generator=generator)]
         total, count = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):

@@ -73,6 +73,7 @@ from pmg.data.images import read_prepared_image
 from pmg.errors import DataError
 from pmg.io import output_folder, without_timings
 from pmg.models.device import bf16_autocast
+from pmg.progress import progress
 
 TRAINING_INFO_NAME = "pmg_training.json"
 """Provenance written next to `model_index.json`: the config, seed and training figures."""
@@ -286,7 +287,7 @@ def pretrain_vae(
     total = mse_total = 0.0
     count = 0
     batch = min(cfg.vae_batch_size, pixels.shape[0])
-    for step in range(cfg.vae_steps):
+    for step in progress(range(cfg.vae_steps), desc="zoo sd vae steps"):
         for group in optimiser.param_groups:
             group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps)
         index = torch.randint(0, pixels.shape[0], (batch,), generator=generator)
@@ -386,7 +387,7 @@ def fit_denoiser(
     ema = _EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
     curve: dict[str, list] = {"step": [], "loss": []}
     total, count = 0.0, 0
-    for step in range(cfg.steps):
+    for step in progress(range(cfg.steps), desc="zoo sd unet steps"):
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, cfg.steps)
         index = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=generator)  # (B,)

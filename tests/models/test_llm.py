@@ -249,3 +249,20 @@ def test_batch_order_runs_shared_prefixes_together(llm: LocalLLM) -> None:
     assert sorted(order) == list(range(5))
     positions = sorted(order.index(i) for i in (0, 2, 4))
     assert positions[-1] - positions[0] == 2  # one user's prompts are neighbours
+
+
+def test_a_person_watching_sees_the_batches_progress(llm: LocalLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keyword prompts are the demo's longest LLM loop: at a terminal it shows counts and an ETA."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.delenv("CI", raising=False)
+    answers = llm.generate(PROMPTS, max_new_tokens=2)
+    assert len(answers) == 3
+    assert f"llm {len(PROMPTS)} prompts, batches" in terminal.getvalue()
