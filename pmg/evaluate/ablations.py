@@ -54,7 +54,13 @@ import pandas as pd
 from pmg.config import GenerateConfig, Params
 from pmg.errors import DataError
 from pmg.evaluate.metrics import REFERENCES, Evaluation, metric_headers, per_pair_means, summarize
-from pmg.evaluate.stats import mismatched_users, paired_arrays, paired_difference, personalisation_gap, user_gaps
+from pmg.evaluate.stats import (
+    mismatched_users,
+    paired_arrays,
+    paired_difference,
+    personalisation_gap,
+    user_gaps,
+)
 from pmg.text import md_escape, natural_key
 
 log = logging.getLogger(__name__)
@@ -302,12 +308,16 @@ def ablation_statistics(
         matrices = control.get(name)
         if matrices is None:
             raise DataError(
-                where, f"variant {name!r} has no mismatched-user measurements: its run is missing", column="variant"
+                where,
+                f"variant {name!r} has no mismatched-user measurements: its run is missing",
+                column="variant",
             )
         for metric, matrix in matrices.items():
             matrix = np.asarray(matrix, dtype=np.float64)
             if matrix.shape != (len(users), len(users)):
-                raise DataError(where, f"variant {name!r}: {metric} control is {matrix.shape}, not {len(users)} users")
+                raise DataError(
+                    where, f"variant {name!r}: {metric} control is {matrix.shape}, not {len(users)} users"
+                )
             bad = sorted({users[i] for i in np.argwhere(~np.isfinite(matrix))[:, 0]}, key=natural_key)
             if bad:
                 raise DataError(
@@ -339,16 +349,17 @@ def ablation_statistics(
             if reference == name:
                 continue
             if reference not in names:
-                entry[f"statistics_skipped_vs_{reference}"] = f"variant {reference!r} did not run in {scenario}"
+                reason = f"variant {reference!r} did not run in {scenario}"
+                entry[f"statistics_skipped_vs_{reference}"] = reason
                 continue
             columns = [*PAIRED_METRICS, *(control_metrics if reference == BASELINE else [])]
             for column in columns:
                 _, values, base = paired_arrays(frame, name, reference, column, where=where)
                 interval = paired_difference(values, base, resamples=resamples, seed=seed)
                 key = f"{column}_diff_vs_{reference}"
-                entry.update(
-                    {key: round(interval.mean, 6), f"{key}_lo": round(interval.low, 6), f"{key}_hi": round(interval.high, 6)}
-                )
+                entry[key] = round(interval.mean, 6)
+                entry[f"{key}_lo"] = round(interval.low, 6)
+                entry[f"{key}_hi"] = round(interval.high, 6)
         for column in control_metrics:
             low = entry.get(f"{column}_diff_vs_{BASELINE}_lo")
             entry[f"personalises_{column.removeprefix('gap_')}"] = bool(
@@ -367,7 +378,8 @@ def _per_user_frame(evaluation: Evaluation, gap_rows: list[dict]) -> pd.DataFram
     wide = None
     for reference in REFERENCES:
         part = means[means["reference"] == reference].drop(columns=["reference", "target_item"])
-        part = part.rename(columns={c: f"{c}_{reference}" for c in part.columns if c not in ("variant", "user_id")})
+        metrics = [c for c in part.columns if c not in ("variant", "user_id")]
+        part = part.rename(columns={c: f"{c}_{reference}" for c in metrics})
         wide = part if wide is None else wide.merge(part, on=["variant", "user_id"], how="outer")
     wide = wide.assign(seed=0)
     if gap_rows:
@@ -409,33 +421,41 @@ STATISTICS_COLUMNS = (
     ("Gap SSIM (p)", lambda m: gap_cell(m, "gap_ssim")),
     ("Personalises", lambda m: {True: "yes", False: "no"}.get(m.get("personalises_lpips_alex"), "—")),
     ("History LPIPS-Alex − none [95% CI]", lambda m: interval_cell(m, "lpips_alex_history_diff_vs_none")),
-    ("History LPIPS-Alex − keywords [95% CI]", lambda m: interval_cell(m, "lpips_alex_history_diff_vs_keywords")),
+    (
+        "History LPIPS-Alex − keywords [95% CI]",
+        lambda m: interval_cell(m, "lpips_alex_history_diff_vs_keywords"),
+    ),
     ("Target LPIPS-Alex − none [95% CI]", lambda m: interval_cell(m, "lpips_alex_target_diff_vs_none")),
     ("History SSIM − none [95% CI]", lambda m: interval_cell(m, "ssim_history_diff_vs_none")),
 )
 """(title, cell of a variant's metrics) of the personalisation-and-paired-differences table."""
 
 
-def statistics_markdown(scenario: str, metrics: Mapping[str, Mapping], variant_list: Sequence[Variant]) -> list[str]:
+def statistics_markdown(
+    scenario: str, metrics: Mapping[str, Mapping], variant_list: Sequence[Variant]
+) -> list[str]:
     """Lines of the mismatched-user gaps and paired intervals table (empty when no variant has them)."""
     names = [v.name for v in variant_list if v.name in metrics]
     skipped = sorted({metrics[n]["statistics_skipped"] for n in names if "statistics_skipped" in metrics[n]})
+    title = f"### {scenario} — personalisation and paired differences"
     if skipped:
-        return [f"### {scenario} — personalisation and paired differences", "", *(f"Not computed: {md_escape(r)}" for r in skipped), ""]
+        return [title, "", *(f"Not computed: {md_escape(reason)}" for reason in skipped), ""]
     if not any("gap_lpips_alex" in metrics[n] for n in names):
         return []
     header = ["Variant", *[title for title, _ in STATISTICS_COLUMNS]]
-    lines = [f"### {scenario} — personalisation and paired differences", ""]
+    lines = [title, ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     for name in names:
-        lines.append("| " + " | ".join([md_escape(name), *[cell(metrics[name]) for _, cell in STATISTICS_COLUMNS]]) + " |")
+        cells = [md_escape(name), *[cell(metrics[name]) for _, cell in STATISTICS_COLUMNS]]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Gap: mismatched-user control (each output against another test user's history, a seeded derangement): "
-        "mean(other) − mean(own) for LPIPS, mean(own) − mean(other) for SSIM, positive = personalised; p: one-sided "
-        "permutation test. Personalises: gap > 0 with p < 0.05 and larger than none's (interval above 0). "
-        "− none / − keywords: differences paired per test user, 95% percentile bootstrap interval over users.",
+        "Gap: mismatched-user control (each output against another test user's history, a seeded "
+        "derangement): mean(other) − mean(own) for LPIPS, mean(own) − mean(other) for SSIM, positive = "
+        "personalised; p: one-sided permutation test. Personalises: gap > 0 with p < 0.05 and larger than "
+        "none's (interval above 0). − none / − keywords: differences paired per test user, 95% percentile "
+        "bootstrap interval over users.",
         "",
     ]
     return lines

@@ -128,5 +128,6 @@ class HistoryBank:
         with np.errstate(invalid="ignore", divide="ignore"):
             for metric, flat in values.items():
                 per_image = flat.numpy().astype(np.float64).reshape(m, h)  # (m, H)
-                result[metric][rows] = (per_image @ onehot) / count[None, :]  # a user without history: 0/0 = NaN
+                # A user without history images: 0 / 0 = NaN.
+                result[metric][rows] = (per_image @ onehot) / count[None, :]
         return result

@@ -439,9 +439,9 @@ def headline_markdown(params: Params, ablation_metrics: Mapping[str, Mapping]) -
         "LPIPS: lower = more similar; SSIM: higher = more similar; means over the ablation pairs. "
         "Change vs none: PMG's history LPIPS relative to no personalisation "
         "(negative = closer to the user's history = more personalised). "
-        "PMG − none: the difference paired per test user, with its 95% percentile bootstrap interval over users. "
-        "Gap: mismatched-user control, mean LPIPS of each output to another test user's history minus to its own "
-        "(positive = personalised), one-sided permutation p-value; PMG personalises only if its gap is positive "
-        "and larger than none's (the last interval above 0).",
+        "PMG − none: the difference paired per test user, with its 95% percentile bootstrap interval "
+        "over users. Gap: mismatched-user control, mean LPIPS of each output to another test user's "
+        "history minus to its own (positive = personalised), one-sided permutation p-value; PMG "
+        "personalises only if its gap is positive and larger than none's (the last interval above 0).",
     ]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,17 @@ and the DVC metrics beside them:
 
     metrics/ablations/<scenario>.json               {scenario: {variant: {metric: value}}}
     metrics/ablations/<scenario>_ground_truth.json  {scenario: {variant: {check: rate}}}
+
+Besides each variant's means, its metrics carry the protocol's statistics
+(`pmg.evaluate.ablations.ablation_statistics`): the mismatched-user gap
+`gap_lpips_alex` / `gap_ssim` with `_own`, `_other`, `_p` (permutation
+test, `evaluate.permutations`), `gap_<m>_diff_vs_none[_lo|_hi]` and
+`personalises_<m>`; and `<metric>_diff_vs_none` / `_diff_vs_keywords` with
+`_lo` / `_hi` (paired per test user, 95% bootstrap interval,
+`evaluate.bootstrap_resamples`) for `lpips_alex_history`,
+`lpips_alex_target` and `ssim_history`. The control measures every run's
+outputs against every test user's history (:func:`mismatched_user_control`);
+the history images pass the LPIPS trunk once per scenario.
 """
 
 from __future__ import annotations
@@ -250,7 +261,11 @@ def run_variants(
 
 
 def mismatched_user_control(
-    params: Params, scenario: str, requests: Sequence[Any], aliases: Mapping[str, Sequence[str]], metric_models: Any
+    params: Params,
+    scenario: str,
+    requests: Sequence[Any],
+    aliases: Mapping[str, Sequence[str]],
+    metric_models: Any,
 ) -> tuple[list[str], dict[str, dict]]:
     """Every run's outputs against every test user's history (`pmg.evaluate.control`).
 
@@ -276,8 +291,8 @@ def mismatched_user_control(
         if request.user_id in outputs:
             raise DataError(
                 f"ablations of {scenario}",
-                f"variant {request.variant!r} has two outputs for user {request.user_id!r}; the mismatched-user "
-                "control needs one per test user",
+                f"variant {request.variant!r} has two outputs for user {request.user_id!r}; "
+                "the mismatched-user control needs one per test user",
                 column="user_id",
             )
         outputs[request.user_id] = request

@@ -25,13 +25,19 @@ def fake_evaluation(history: dict[str, np.ndarray], target: dict[str, np.ndarray
             for position, delta in enumerate((-0.01, 0.01)):
                 value = values[i] + delta
                 rows.append(
-                    {**base, "reference": "history", "position": position, "reference_item": f"h{position}",
-                     "lpips_alex": value, "lpips_vgg": value, "ssim": 1 - value, "output_image": "x.png"}
+                    {
+                        **base,
+                        **{"reference": "history", "position": position, "reference_item": f"h{position}"},
+                        **{"lpips_alex": value, "lpips_vgg": value, "ssim": 1 - value, "output_image": "x.png"},
+                    }
                 )
             value = target[variant][i]
             rows.append(
-                {**base, "reference": "target", "position": 0, "reference_item": f"t{i}",
-                 "lpips_alex": value, "lpips_vgg": value, "ssim": 1 - value, "output_image": "x.png"}
+                {
+                    **base,
+                    **{"reference": "target", "position": 0, "reference_item": f"t{i}"},
+                    **{"lpips_alex": value, "lpips_vgg": value, "ssim": 1 - value, "output_image": "x.png"},
+                }
             )
     requests = [(v, u, f"t{i}") for v in history for i, u in enumerate(USERS)]
     return Evaluation(pairs=pd.DataFrame(rows, columns=list(PAIR_COLUMNS)), requests=requests)
@@ -109,7 +115,8 @@ def test_paired_differences_have_bootstrap_intervals(statistics) -> None:
     # vs keywords: the mean of the per-user differences, inside a proper interval.
     expected = float(np.mean(-0.05 - statistics["keywords_shift"]))
     assert pmg["lpips_alex_history_diff_vs_keywords"] == pytest.approx(expected, abs=1e-6)
-    assert pmg["lpips_alex_history_diff_vs_keywords_lo"] < expected < pmg["lpips_alex_history_diff_vs_keywords_hi"]
+    low, high = pmg["lpips_alex_history_diff_vs_keywords_lo"], pmg["lpips_alex_history_diff_vs_keywords_hi"]
+    assert low < expected < high
     keywords = statistics["stats"]["keywords"]
     shift = statistics["keywords_shift"]
     assert keywords["lpips_alex_history_diff_vs_none"] == pytest.approx(float(shift.mean()), abs=1e-6)
@@ -118,7 +125,9 @@ def test_paired_differences_have_bootstrap_intervals(statistics) -> None:
 
 
 def test_headline_and_markdown_show_the_intervals(statistics, tmp_path) -> None:
-    metrics = {name: {"lpips_alex_history": 0.5, "n_pairs": 8, **entry} for name, entry in statistics["stats"].items()}
+    metrics = {
+        name: {"lpips_alex_history": 0.5, "n_pairs": 8, **entry} for name, entry in statistics["stats"].items()
+    }
     row = headline_row("clothing", "soft+keywords", metrics)
     assert row[5] == "-0.0500 [-0.0500, -0.0500]"
     pmg = metrics["soft+keywords"]
@@ -128,7 +137,8 @@ def test_headline_and_markdown_show_the_intervals(statistics, tmp_path) -> None:
     params = make_params(tmp_path, evaluate={"ablations": ["none", "keywords", "soft+keywords"]})
     text = ablation_markdown("clothing", metrics, variants(params), {})
     assert "personalisation and paired differences" in text
-    assert "| soft+keywords | " + row[6] + " | " + row[7] + " |" in text and "-0.0500 [-0.0500, -0.0500]" in text
+    assert "| soft+keywords | " + row[6] + " | " + row[7] + " |" in text
+    assert "-0.0500 [-0.0500, -0.0500]" in text
 
 
 def test_fewer_than_two_users_is_a_reported_skip() -> None:
@@ -164,6 +174,7 @@ def test_a_reference_that_did_not_run_is_reported() -> None:
     history = {"none": rng.uniform(0.4, 0.6, len(USERS)), "soft": rng.uniform(0.4, 0.6, len(USERS))}
     target = {name: np.full(len(USERS), 0.3) for name in history}
     control = {name: {"lpips_alex": user_blind_matrix(rng)} for name in history}
-    out = ablation_statistics("clothing", fake_evaluation(history, target), control, USERS, list(history), **KW)
+    evaluation = fake_evaluation(history, target)
+    out = ablation_statistics("clothing", evaluation, control, USERS, list(history), **KW)
     assert "did not run in clothing" in out["soft"]["statistics_skipped_vs_keywords"]
     assert "lpips_alex_history_diff_vs_none" in out["soft"]

@@ -191,7 +191,10 @@ def test_skipped_variants_show_in_the_markdown(tmp_path: Path) -> None:
 
 
 def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Path, metric_models) -> None:
-    """`keywords` draws each user's first history image, `none` one red image for all: only the first personalises."""
+    """`keywords` draws each user's first history image, `none` one red image for all users.
+
+    Only the first personalises: the control must tell the two apart.
+    """
     import numpy as np
     from PIL import Image
 
@@ -216,9 +219,12 @@ def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Pa
             else:
                 Image.new("RGB", (16, 16), (200, 30, 30)).save(Path(folder) / relative)
             rows.append(
-                {"user_id": row.user_id, "scenario": scenario, "target_item": row.target_item, "candidate": 0,
-                 "w_p": 0.0, "w_t": 4.0, "seed": 1, "mode": "weighted_embeddings", "variant": "none",
-                 "preference_text": "", "target_text": "x", "keyword_fallback": "", "image_path": relative}
+                {
+                    **{"user_id": row.user_id, "scenario": scenario, "target_item": row.target_item},
+                    **{"candidate": 0, "w_p": 0.0, "w_t": 4.0, "seed": 1, "mode": "weighted_embeddings"},
+                    **{"variant": "none", "preference_text": "", "target_text": "x", "keyword_fallback": ""},
+                    "image_path": relative,
+                }
             )
         return pd.DataFrame(rows), None
 
@@ -260,6 +266,7 @@ def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Pa
     # The paired difference vs none is the difference of the two means (same users).
     diff = keywords["lpips_alex_history"] - none["lpips_alex_history"]
     assert keywords["lpips_alex_history_diff_vs_none"] == pytest.approx(diff, abs=1e-5)
-    assert keywords["lpips_alex_history_diff_vs_none_lo"] <= diff <= keywords["lpips_alex_history_diff_vs_none_hi"]
+    low, high = keywords["lpips_alex_history_diff_vs_none_lo"], keywords["lpips_alex_history_diff_vs_none_hi"]
+    assert low <= diff <= high
     assert np.isfinite(keywords["ssim_history_diff_vs_none"])
     assert "statistics" in result.seconds
