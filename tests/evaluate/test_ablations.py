@@ -52,6 +52,19 @@ def test_every_variant_runs_on_the_same_pairs_and_seeds(pipeline_run) -> None:
         for key in ("lpips_alex_history", "ssim_history", "lpips_alex_target", "ssim_target"):
             assert isinstance(metrics[key], float), (name, key)
     assert nested["clothing"]["none"]["lpips_history_change_vs_none"] == 0.0
+    # The protocol's statistics (issue 11) for every variant that ran.
+    clothing = nested["clothing"]
+    for name, metrics in clothing.items():
+        assert metrics["n_users_control"] == 3 and 0 < metrics["gap_lpips_alex_p"] <= 1, name
+        assert isinstance(metrics["personalises_lpips_alex"], bool), name
+    assert "lpips_alex_history_diff_vs_none" not in clothing["none"]
+    # L0 shares the keywords run: paired on the same outputs, the difference is exactly 0.
+    shared = [clothing["L0"][f"lpips_alex_history_diff_vs_keywords{end}"] for end in ("", "_lo", "_hi")]
+    assert shared == [0, 0, 0]
+    pmg, none = clothing["soft+keywords"], clothing["none"]
+    diff = pmg["lpips_alex_history"] - none["lpips_alex_history"]
+    assert pmg["lpips_alex_history_diff_vs_none"] == pytest.approx(diff, abs=2e-6)
+    assert pmg["lpips_alex_history_diff_vs_none_lo"] <= pmg["lpips_alex_history_diff_vs_none_hi"]
 
     report = json.loads((out / "report.json").read_text())
     assert report["skipped"] == {}
