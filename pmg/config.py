@@ -913,6 +913,13 @@ class EvaluateConfig(Section):
             need, `<scenario>/<key>/` with key `L<n>-prefix` or
             `L<n>-noprefix`; the main `train_soft` adapter is used for its
             own key.
+        permutations: random assignments of histories to outputs in the
+            mismatched-user control's permutation test (at least 1000, the
+            protocol's floor; seeded from `base.seed`).
+        bootstrap_resamples: resamples of the test users behind every 95%
+            paired interval (at least 1000; seeded from `base.seed`).
+        control_seed: seed of the derangement that gives each test user
+            another user's history (`pmg.evaluate.stats.mismatched_users`).
     """
 
     out: str = "data/evaluate"
@@ -926,6 +933,10 @@ class EvaluateConfig(Section):
     ablations: tuple[str, ...] = ("none", "keywords", "soft", "soft+keywords", "no_prefix", "L0", "L4", "L8")
     ablation_max_users: int | None = Field(default=None, ge=1)
     ablation_adapters: str = "data/soft_ablations"
+    # 1000 = pmg.evaluate.stats.MIN_PERMUTATIONS / MIN_RESAMPLES (config sits below pmg.evaluate).
+    permutations: int = Field(default=1000, ge=1000)
+    bootstrap_resamples: int = Field(default=1000, ge=1000)
+    control_seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:

@@ -52,7 +52,15 @@ import numpy as np
 import pandas as pd
 
 from pmg.config import GenerateConfig, Params
-from pmg.evaluate.metrics import Evaluation, metric_headers, summarize
+from pmg.errors import DataError
+from pmg.evaluate.metrics import REFERENCES, Evaluation, metric_headers, per_pair_means, summarize
+from pmg.evaluate.stats import (
+    mismatched_users,
+    paired_arrays,
+    paired_difference,
+    personalisation_gap,
+    user_gaps,
+)
 from pmg.text import md_escape, natural_key
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,11 @@ TABLES = {
 TABLE_METRICS = tuple(metric_headers())
 """(metric, column title) of the tables, from the metrics' one declaration (`pmg.evaluate.metrics`)."""
 BASELINE = "none"
+PAIRED_REFERENCES = (BASELINE, "keywords")
+"""Variants every other one is compared with, paired per test user."""
+PAIRED_METRICS = ("lpips_alex_history", "lpips_alex_target", "ssim_history")
+"""Per-user metrics whose paired differences (with a 95% bootstrap interval) the metrics carry."""
+SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -222,6 +235,160 @@ def ablation_metrics(evaluation: Evaluation, names: Sequence[str]) -> dict[str, 
     return out
 
 
+# -------------------------------------------------------------- statistics
+
+
+def ablation_statistics(
+    scenario: str,
+    evaluation: Evaluation,
+    control: Mapping[str, Mapping[str, np.ndarray]],
+    users: Sequence[str],
+    names: Sequence[str],
+    *,
+    permutations: int,
+    resamples: int,
+    control_seed: int,
+    seed: int,
+) -> dict[str, dict]:
+    """Per variant: the mismatched-user gap with its permutation test, and paired differences (issue 11).
+
+    Keys (flat, merged into each variant's metrics by the stage), for each
+    control metric `m` (`lpips_alex`, `ssim`):
+
+    * `gap_<m>` (positive = the output is closer to its own user's history
+      than to its partner's), `gap_<m>_own`, `gap_<m>_other`, `gap_<m>_p`
+      (one-sided permutation p-value);
+    * `gap_<m>_diff_vs_none` with `_lo` / `_hi`: the variant's per-user gaps
+      minus `none`'s, 95% bootstrap interval over users;
+    * `personalises_<m>`: the gap is positive (p < 0.05) *and* larger than
+      `none`'s (the interval of the difference lies above 0); False for
+      `none` itself.
+
+    And for each of `PAIRED_METRICS` and each reference `r` in
+    `PAIRED_REFERENCES` other than the variant: `<metric>_diff_vs_<r>`,
+    `_lo`, `_hi` (variant − reference, paired per user; for LPIPS negative =
+    closer). Generation seeds are one column (`seed` 0) of the long table,
+    so the multi-seed path of :func:`pmg.evaluate.stats.paired_arrays` is used.
+
+    Args:
+        scenario: named in every error and skip reason.
+        evaluation: every variant's PairMetrics (variants under their own names).
+        control: `{variant: {metric: (n, n)}}` from `pmg.evaluate.control.HistoryBank.matrix`.
+        users: the test users in the matrices' row / column order.
+        names: the variants that ran.
+        permutations, resamples: of the permutation test and the bootstrap.
+        control_seed: the derangement's seed; `seed` that of the permutations and resamples.
+
+    Returns:
+        `{variant: {key: value}}`. With fewer than 2 users, every variant gets
+        `statistics_skipped` (the reason) instead; a reference variant that did
+        not run gives `statistics_skipped_vs_<r>`.
+
+    Raises:
+        DataError: a variant that ran has no control matrix, or a user's value
+            is missing in one variant (output unreadable, no history image),
+            naming the scenario, the variant and the user.
+    """
+    where = f"ablations of {scenario}"
+    out: dict[str, dict] = {name: {} for name in names}
+    users = [str(u) for u in users]
+    if len(users) < 2:
+        reason = (
+            f"{scenario}: {len(users)} test user(s); the mismatched-user control and the paired intervals "
+            "need at least 2"
+        )
+        for entry in out.values():
+            entry["statistics_skipped"] = reason
+        return out
+    partner_of = mismatched_users(users, control_seed)
+    position = {u: i for i, u in enumerate(users)}
+    partner = np.array([position[partner_of[u]] for u in users])
+    gap_rows: list[dict] = []
+    for name in names:
+        matrices = control.get(name)
+        if matrices is None:
+            raise DataError(
+                where,
+                f"variant {name!r} has no mismatched-user measurements: its run is missing",
+                column="variant",
+            )
+        for metric, matrix in matrices.items():
+            matrix = np.asarray(matrix, dtype=np.float64)
+            if matrix.shape != (len(users), len(users)):
+                raise DataError(
+                    where, f"variant {name!r}: {metric} control is {matrix.shape}, not {len(users)} users"
+                )
+            bad = sorted({users[i] for i in np.argwhere(~np.isfinite(matrix))[:, 0]}, key=natural_key)
+            if bad:
+                raise DataError(
+                    where,
+                    f"variant {name!r}: no {metric} of user {bad[0]!r}'s output against every history "
+                    f"({len(bad)} user(s); an unreadable output or a user without history images)",
+                    column="user_id",
+                )
+            lower = metric.startswith("lpips")
+            gap = personalisation_gap(
+                matrix, partner, lower_is_closer=lower, permutations=permutations, seed=seed
+            )
+            out[name].update(
+                {
+                    f"gap_{metric}": round(gap.gap, 6),
+                    f"gap_{metric}_own": round(gap.own, 6),
+                    f"gap_{metric}_other": round(gap.other, 6),
+                    f"gap_{metric}_p": round(gap.p_value, 6),
+                }
+            )
+            for user, value in zip(users, user_gaps(matrix, partner, lower_is_closer=lower)):
+                gap_rows.append({"variant": name, "user_id": user, "seed": 0, f"gap_{metric}": float(value)})
+        out[name]["n_users_control"] = len(users)
+    control_metrics = sorted({key for row in gap_rows for key in row if key.startswith("gap_")})
+    frame = _per_user_frame(evaluation, gap_rows)
+    for name in names:
+        entry = out[name]
+        for reference in PAIRED_REFERENCES:
+            if reference == name:
+                continue
+            if reference not in names:
+                reason = f"variant {reference!r} did not run in {scenario}"
+                entry[f"statistics_skipped_vs_{reference}"] = reason
+                continue
+            columns = [*PAIRED_METRICS, *(control_metrics if reference == BASELINE else [])]
+            for column in columns:
+                _, values, base = paired_arrays(frame, name, reference, column, where=where)
+                interval = paired_difference(values, base, resamples=resamples, seed=seed)
+                key = f"{column}_diff_vs_{reference}"
+                entry[key] = round(interval.mean, 6)
+                entry[f"{key}_lo"] = round(interval.low, 6)
+                entry[f"{key}_hi"] = round(interval.high, 6)
+        for column in control_metrics:
+            low = entry.get(f"{column}_diff_vs_{BASELINE}_lo")
+            entry[f"personalises_{column.removeprefix('gap_')}"] = bool(
+                name != BASELINE
+                and entry[column] > 0
+                and entry[f"{column}_p"] < SIGNIFICANCE
+                and low is not None
+                and low > 0
+            )
+    return out
+
+
+def _per_user_frame(evaluation: Evaluation, gap_rows: list[dict]) -> pd.DataFrame:
+    """Long table, one row per (variant, user, seed): `<metric>_<reference>` and the users' gaps."""
+    means = per_pair_means(evaluation.pairs)
+    wide = None
+    for reference in REFERENCES:
+        part = means[means["reference"] == reference].drop(columns=["reference", "target_item"])
+        metrics = [c for c in part.columns if c not in ("variant", "user_id")]
+        part = part.rename(columns={c: f"{c}_{reference}" for c in metrics})
+        wide = part if wide is None else wide.merge(part, on=["variant", "user_id"], how="outer")
+    wide = wide.assign(seed=0)
+    if gap_rows:
+        gaps = pd.DataFrame(gap_rows).groupby(["variant", "user_id", "seed"], as_index=False).first()
+        wide = wide.merge(gaps, on=["variant", "user_id", "seed"], how="outer")
+    wide["user_id"] = wide["user_id"].astype(str)
+    return wide
+
+
 # ------------------------------------------------------------------ tables
 
 
@@ -229,6 +396,69 @@ def _cell(value: float | None, sem: float | None = None) -> str:
     if value is None:
         return "—"
     return f"{value:.4f}" + (f" ± {sem:.4f}" if sem is not None else "")
+
+
+def interval_cell(metrics: Mapping, key: str) -> str:
+    """`-0.0120 [-0.0310, +0.0060]`: a paired difference with its 95% interval (`<key>`, `_lo`, `_hi`)."""
+    values = [metrics.get(k) for k in (key, f"{key}_lo", f"{key}_hi")]
+    if any(v is None for v in values):
+        return "—"
+    mean, low, high = values
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def gap_cell(metrics: Mapping, key: str) -> str:
+    """`+0.0400 (p=0.001)`: a mismatched-user gap with its permutation p-value (`<key>`, `<key>_p`)."""
+    gap, p_value = metrics.get(key), metrics.get(f"{key}_p")
+    if gap is None or p_value is None:
+        return "—"
+    return f"{gap:+.4f} (p={p_value:.3f})"
+
+
+STATISTICS_COLUMNS = (
+    ("Gap LPIPS-Alex (p)", lambda m: gap_cell(m, "gap_lpips_alex")),
+    ("Gap − none [95% CI]", lambda m: interval_cell(m, "gap_lpips_alex_diff_vs_none")),
+    ("Gap SSIM (p)", lambda m: gap_cell(m, "gap_ssim")),
+    ("Personalises", lambda m: {True: "yes", False: "no"}.get(m.get("personalises_lpips_alex"), "—")),
+    ("History LPIPS-Alex − none [95% CI]", lambda m: interval_cell(m, "lpips_alex_history_diff_vs_none")),
+    (
+        "History LPIPS-Alex − keywords [95% CI]",
+        lambda m: interval_cell(m, "lpips_alex_history_diff_vs_keywords"),
+    ),
+    ("Target LPIPS-Alex − none [95% CI]", lambda m: interval_cell(m, "lpips_alex_target_diff_vs_none")),
+    ("History SSIM − none [95% CI]", lambda m: interval_cell(m, "ssim_history_diff_vs_none")),
+)
+"""(title, cell of a variant's metrics) of the personalisation-and-paired-differences table."""
+
+
+def statistics_markdown(
+    scenario: str, metrics: Mapping[str, Mapping], variant_list: Sequence[Variant]
+) -> list[str]:
+    """Lines of the mismatched-user gaps and paired intervals table (empty when no variant has them)."""
+    names = [v.name for v in variant_list if v.name in metrics]
+    skipped = sorted({metrics[n]["statistics_skipped"] for n in names if "statistics_skipped" in metrics[n]})
+    title = f"### {scenario} — personalisation and paired differences"
+    if skipped:
+        return [title, "", *(f"Not computed: {md_escape(reason)}" for reason in skipped), ""]
+    if not any("gap_lpips_alex" in metrics[n] for n in names):
+        return []
+    header = ["Variant", *[title for title, _ in STATISTICS_COLUMNS]]
+    lines = [title, ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    for name in names:
+        cells = [md_escape(name), *[cell(metrics[name]) for _, cell in STATISTICS_COLUMNS]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Gap: mismatched-user control (each output against another test user's history, a seeded "
+        "derangement): mean(other) − mean(own) for LPIPS, mean(own) − mean(other) for SSIM, positive = "
+        "personalised; p: one-sided permutation test. Personalises: gap > 0 with p < 0.05 and larger than "
+        "none's (interval above 0). − none / − keywords: differences paired per test user, 95% percentile "
+        "bootstrap interval over users.",
+        "",
+    ]
+    return lines
 
 
 def ablation_tables(
@@ -275,6 +505,7 @@ def ablation_markdown(
             cells = [md_escape(label), row["n"], *[row[key] for key, _ in TABLE_METRICS], row["change"]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += statistics_markdown(scenario, metrics, variant_list)
     if ground_truth:
         lines += [f"### {scenario} — latent preference recovered (default world)", ""]
         checks = sorted({k for entry in ground_truth.values() for k in entry if not k.startswith("n_")})

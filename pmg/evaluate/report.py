@@ -365,6 +365,9 @@ HEADLINE_COLUMNS = (
     "History LPIPS-Alex, none",
     "History LPIPS-Alex, PMG",
     "Change vs none",
+    "History LPIPS-Alex, PMG − none [95% CI]",
+    "Gap LPIPS-Alex, PMG (p)",
+    "Gap, PMG − none [95% CI]",
     "Target LPIPS-Alex, none",
     "Target LPIPS-Alex, PMG",
     "History SSIM, PMG",
@@ -389,7 +392,7 @@ def pmg_variant(params: Params, scenario: str, ablation_metrics: dict) -> str:
 
 def headline_row(scenario: str, variant: str, ablation_metrics: dict) -> list[str]:
     """One headline row: PMG (`variant`) vs `none`, from `{variant: metrics}`; "not run" if one is missing."""
-    from pmg.evaluate.ablations import BASELINE
+    from pmg.evaluate.ablations import BASELINE, gap_cell, interval_cell
 
     pmg, none = ablation_metrics.get(variant), ablation_metrics.get(BASELINE)
     if not pmg or not none:
@@ -402,6 +405,9 @@ def headline_row(scenario: str, variant: str, ablation_metrics: dict) -> list[st
         _fmt(base),
         _fmt(ours),
         change,
+        interval_cell(pmg, "lpips_alex_history_diff_vs_none"),
+        gap_cell(pmg, "gap_lpips_alex"),
+        interval_cell(pmg, "gap_lpips_alex_diff_vs_none"),
         _fmt(none.get("lpips_alex_target")),
         _fmt(pmg.get("lpips_alex_target")),
         _fmt(pmg.get("ssim_history")),
@@ -432,6 +438,10 @@ def headline_markdown(params: Params, ablation_metrics: Mapping[str, Mapping]) -
         "",
         "LPIPS: lower = more similar; SSIM: higher = more similar; means over the ablation pairs. "
         "Change vs none: PMG's history LPIPS relative to no personalisation "
-        "(negative = closer to the user's history = more personalised).",
+        "(negative = closer to the user's history = more personalised). "
+        "PMG − none: the difference paired per test user, with its 95% percentile bootstrap interval "
+        "over users. Gap: mismatched-user control, mean LPIPS of each output to another test user's "
+        "history minus to its own (positive = personalised), one-sided permutation p-value; PMG "
+        "personalises only if its gap is positive and larger than none's (the last interval above 0).",
     ]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,17 @@ and the DVC metrics beside them:
 
     metrics/ablations/<scenario>.json               {scenario: {variant: {metric: value}}}
     metrics/ablations/<scenario>_ground_truth.json  {scenario: {variant: {check: rate}}}
+
+Besides each variant's means, its metrics carry the protocol's statistics
+(`pmg.evaluate.ablations.ablation_statistics`): the mismatched-user gap
+`gap_lpips_alex` / `gap_ssim` with `_own`, `_other`, `_p` (permutation
+test, `evaluate.permutations`), `gap_<m>_diff_vs_none[_lo|_hi]` and
+`personalises_<m>`; and `<metric>_diff_vs_none` / `_diff_vs_keywords` with
+`_lo` / `_hi` (paired per test user, 95% bootstrap interval,
+`evaluate.bootstrap_resamples`) for `lpips_alex_history`,
+`lpips_alex_target` and `ssim_history`. The control measures every run's
+outputs against every test user's history (:func:`mismatched_user_control`);
+the history images pass the LPIPS trunk once per scenario.
 """
 
 from __future__ import annotations
@@ -161,6 +172,7 @@ def run_variants(
     from pmg.evaluate.ablations import (
         ablation_metrics,
         ablation_pairs,
+        ablation_statistics,
         generation_groups,
         run_folder_name,
         share_runs,
@@ -227,10 +239,86 @@ def run_variants(
 
     result.evaluation = share_runs(measure(params, scenario, requests, models.metric_models), aliases)
     result.outputs = pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame(columns=OUTPUT_COLUMNS)
-    result.metrics = ablation_metrics(
-        result.evaluation, [v.name for v in variant_list if v.name not in result.skipped]
-    )
+    ran = [v.name for v in variant_list if v.name not in result.skipped]
+    result.metrics = ablation_metrics(result.evaluation, ran)
+    if ran:
+        started = time.perf_counter()
+        users, control = mismatched_user_control(params, scenario, requests, aliases, models.metric_models)
+        statistics = ablation_statistics(
+            scenario,
+            result.evaluation,
+            control,
+            users,
+            ran,
+            permutations=cfg.permutations,
+            resamples=cfg.bootstrap_resamples,
+            control_seed=cfg.control_seed,
+            seed=params.base.seed,
+        )
+        for name, entry in statistics.items():
+            result.metrics[name].update(entry)
+        result.seconds["statistics"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def mismatched_user_control(
+    params: Params,
+    scenario: str,
+    requests: Sequence[Any],
+    aliases: Mapping[str, Sequence[str]],
+    metric_models: Any,
+) -> tuple[list[str], dict[str, dict]]:
+    """Every run's outputs against every test user's history (`pmg.evaluate.control`).
+
+    The history images go through the LPIPS trunk once for all runs; each
+    run adds its outputs' trunk pass and `n x H` head evaluations.
+
+    Returns:
+        The users (sorted, the matrices' order) and `{variant: {metric: (n, n)}}`,
+        the leads' matrices shared with the variants of their run.
+
+    Raises:
+        DataError: a run has two outputs for one user (the control pairs one
+            output with each test user), naming the scenario and the variant.
+    """
+    from pmg.errors import DataError
+    from pmg.evaluate.control import HistoryBank
+    from pmg.text import natural_key
+
+    cfg = params.evaluate
+    by_lead: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        outputs = by_lead.setdefault(request.variant, {})
+        if request.user_id in outputs:
+            raise DataError(
+                f"ablations of {scenario}",
+                f"variant {request.variant!r} has two outputs for user {request.user_id!r}; "
+                "the mismatched-user control needs one per test user",
+                column="user_id",
+            )
+        outputs[request.user_id] = request
+    first = next(iter(by_lead.values()), {})
+    users = sorted(first, key=natural_key)
+    bank = HistoryBank(
+        users,
+        [[path for _, path in first[u].history] for u in users],
+        metric_models,
+        image_size=cfg.image_size,
+        batch_size=cfg.batch_size,
+    )
+    control: dict[str, dict] = {}
+    for lead, outputs in by_lead.items():
+        if sorted(outputs, key=natural_key) != users:
+            raise DataError(
+                f"ablations of {scenario}",
+                f"variant {lead!r} ran on other users than {next(iter(by_lead))!r}: "
+                f"{sorted(set(outputs) ^ set(users))[:5]}",
+                column="user_id",
+            )
+        control[lead] = bank.matrix([outputs[u].output for u in users])
+        for name in aliases.get(lead, []):
+            control[name] = control[lead]
+    return users, control
 
 
 # --------------------------------------------------------------------- stage

@@ -52,6 +52,19 @@ def test_every_variant_runs_on_the_same_pairs_and_seeds(pipeline_run) -> None:
         for key in ("lpips_alex_history", "ssim_history", "lpips_alex_target", "ssim_target"):
             assert isinstance(metrics[key], float), (name, key)
     assert nested["clothing"]["none"]["lpips_history_change_vs_none"] == 0.0
+    # The protocol's statistics (issue 11) for every variant that ran.
+    clothing = nested["clothing"]
+    for name, metrics in clothing.items():
+        assert metrics["n_users_control"] == 3 and 0 < metrics["gap_lpips_alex_p"] <= 1, name
+        assert isinstance(metrics["personalises_lpips_alex"], bool), name
+    assert "lpips_alex_history_diff_vs_none" not in clothing["none"]
+    # L0 shares the keywords run: paired on the same outputs, the difference is exactly 0.
+    shared = [clothing["L0"][f"lpips_alex_history_diff_vs_keywords{end}"] for end in ("", "_lo", "_hi")]
+    assert shared == [0, 0, 0]
+    pmg, none = clothing["soft+keywords"], clothing["none"]
+    diff = pmg["lpips_alex_history"] - none["lpips_alex_history"]
+    assert pmg["lpips_alex_history_diff_vs_none"] == pytest.approx(diff, abs=2e-6)
+    assert pmg["lpips_alex_history_diff_vs_none_lo"] <= pmg["lpips_alex_history_diff_vs_none_hi"]
 
     report = json.loads((out / "report.json").read_text())
     assert report["skipped"] == {}
@@ -188,3 +201,85 @@ def test_skipped_variants_show_in_the_markdown(tmp_path: Path) -> None:
     )
     assert "skipped: no soft adapter L4-prefix" in text
     assert "0.5000" in text
+
+
+def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Path, metric_models) -> None:
+    """`keywords` draws each user's first history image, `none` one red image for all users.
+
+    Only the first personalises: the control must tell the two apart.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from pmg.evaluate.metrics import per_pair_means
+    from pmg.stages.ablations import AblationModels, run_variants
+
+    params = make_params(tmp_path, evaluate={"ablations": ["none", "keywords"], "ablation_max_users": 4})
+    prepared = build_world(tmp_path / "prepared")
+    history_of = {
+        str(u): json.loads(h) for u, h in zip(prepared.splits["user_id"], prepared.splits["history_items"])
+    }
+
+    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, generator, soft_model, seed):
+        rows = []
+        for row in pairs.itertuples():
+            relative = f"{row.user_id}/cand_0.png"
+            (Path(folder) / row.user_id).mkdir(parents=True, exist_ok=True)
+            if cfg.use_keywords:  # "personalised": the user's own first history image
+                Image.open(prepared.image_file(history_of[row.user_id][0])).convert("RGB").save(
+                    Path(folder) / relative
+                )
+            else:
+                Image.new("RGB", (16, 16), (200, 30, 30)).save(Path(folder) / relative)
+            rows.append(
+                {
+                    **{"user_id": row.user_id, "scenario": scenario, "target_item": row.target_item},
+                    **{"candidate": 0, "w_p": 0.0, "w_t": 4.0, "seed": 1, "mode": "weighted_embeddings"},
+                    **{"variant": "none", "preference_text": "", "target_text": "x", "keyword_fallback": ""},
+                    "image_path": relative,
+                }
+            )
+        return pd.DataFrame(rows), None
+
+    def fake_select(folder, cfg, scenario, candidates, *, scorer):
+        scores = candidates[["user_id", "scenario", "target_item", "candidate", "w_p", "w_t"]].assign(
+            d_p=0.2, d_t=0.3, z=-1.4, floored=False, chosen=True
+        )
+        return scores, None
+
+    result = run_variants(
+        params,
+        "clothing",
+        variants(params),
+        catalogue=catalogue(params, tmp_path),
+        models=AblationModels(generator=None, scorer=None, metric_models=metric_models),
+        keywords=keywords_frame(),
+        behaviour=behaviour(),
+        adapters={},
+        prepared=prepared,
+        generate=fake_generate,
+        select=fake_select,
+    )
+    none, keywords = result.metrics["none"], result.metrics["keywords"]
+    assert none["n_users_control"] == keywords["n_users_control"] == 4
+    # One image for every user: each row of the matrix is the same, so the gap is exactly 0 and p = 1.
+    assert none["gap_lpips_alex"] == pytest.approx(0.0, abs=1e-6) and none["gap_lpips_alex_p"] == 1.0
+    assert none["gap_ssim"] == pytest.approx(0.0, abs=1e-6) and none["personalises_lpips_alex"] is False
+    # Own history holds the output itself (distance 0 to one of its images): closer than another's.
+    assert keywords["gap_lpips_alex"] > 0 and keywords["gap_ssim"] > 0
+    assert keywords["gap_lpips_alex_own"] < keywords["gap_lpips_alex_other"]
+    assert keywords["gap_lpips_alex_diff_vs_none"] == pytest.approx(keywords["gap_lpips_alex"], abs=1e-6)
+    low, high = keywords["gap_lpips_alex_diff_vs_none_lo"], keywords["gap_lpips_alex_diff_vs_none_hi"]
+    assert low <= keywords["gap_lpips_alex_diff_vs_none"] <= high and low < high  # 4 users: a wide interval
+    # The diagonal of the control is the main evaluation's own-history value, per user.
+    means = per_pair_means(result.evaluation.pairs)
+    own = means[(means["variant"] == "keywords") & (means["reference"] == "history")]["lpips_alex"].mean()
+    assert keywords["gap_lpips_alex_own"] == pytest.approx(own, abs=1e-5)
+    assert keywords["lpips_alex_history"] == pytest.approx(own, abs=1e-5)
+    # The paired difference vs none is the difference of the two means (same users).
+    diff = keywords["lpips_alex_history"] - none["lpips_alex_history"]
+    assert keywords["lpips_alex_history_diff_vs_none"] == pytest.approx(diff, abs=1e-5)
+    low, high = keywords["lpips_alex_history_diff_vs_none_lo"], keywords["lpips_alex_history_diff_vs_none_hi"]
+    assert low <= diff <= high
+    assert np.isfinite(keywords["ssim_history_diff_vs_none"])
+    assert "statistics" in result.seconds

@@ -81,6 +81,14 @@ def test_headline_compares_pmg_with_no_personalisation(tmp_path: Path) -> None:
                 "ssim_history": 0.25,
                 "ssim_target": 0.4,
                 "n_pairs": 8,
+                "lpips_alex_history_diff_vs_none": -0.04,
+                "lpips_alex_history_diff_vs_none_lo": -0.07,
+                "lpips_alex_history_diff_vs_none_hi": -0.01,
+                "gap_lpips_alex": 0.03,
+                "gap_lpips_alex_p": 0.012,
+                "gap_lpips_alex_diff_vs_none": 0.02,
+                "gap_lpips_alex_diff_vs_none_lo": 0.001,
+                "gap_lpips_alex_diff_vs_none_hi": 0.04,
             },
         },
     )
@@ -105,8 +113,12 @@ def test_headline_compares_pmg_with_no_personalisation(tmp_path: Path) -> None:
     rows = _rows(text)
     assert list(rows) == ["clothing", "emoji", "movies"]
     # (0.46 - 0.5) / 0.5 = -8 %; (0.41 - 0.4) / 0.4 = +2.5 %
-    clothing = ["soft+keywords", "0.5000", "0.4600", "-8.0%", "0.3000", "0.3200", "0.2500", "0.4000", "8"]
-    emoji = ["keywords", "0.4000", "0.4100", "+2.5%", "0.3000", "0.2000", "—", "0.5000", "5"]
+    # The paired difference with its interval, the mismatched-user gap with its p-value (absent: "—").
+    clothing = [
+        *["soft+keywords", "0.5000", "0.4600", "-8.0%", "-0.0400 [-0.0700, -0.0100]", "+0.0300 (p=0.012)"],
+        *["+0.0200 [+0.0010, +0.0400]", "0.3000", "0.3200", "0.2500", "0.4000", "8"],
+    ]
+    emoji = ["keywords", "0.4000", "0.4100", "+2.5%", "—", "—", "—", "0.3000", "0.2000", "—", "0.5000", "5"]
     assert rows["clothing"] == clothing and rows["emoji"] == emoji
     assert rows["movies"][:2] == ["soft+keywords", "not run"]
 
@@ -132,8 +144,11 @@ def test_headline_and_grid_of_a_pipeline_run(pipeline_run) -> None:
         f"{none['lpips_alex_history']:.4f}",
         f"{pmg['lpips_alex_history']:.4f}",
         f"{change:+.1f}%",
-        f"{none['lpips_alex_target']:.4f}",
+        f"{pmg['lpips_alex_history_diff_vs_none']:+.4f} [{pmg['lpips_alex_history_diff_vs_none_lo']:+.4f}, "
+        f"{pmg['lpips_alex_history_diff_vs_none_hi']:+.4f}]",
     ]
+    assert rows["clothing"][5].startswith(f"{pmg['gap_lpips_alex']:+.4f} (p=")
+    assert rows["clothing"][7] == f"{none['lpips_alex_target']:.4f}"
     assert rows["clothing"][-1] == str(pmg["n_pairs"])
     pixels = _pixels(Path(params.report.grid_png))
     assert pixels.shape[0] == row_height(params.report.grid_tile) and _has_colour(pixels, CHOSEN_COLOUR)
