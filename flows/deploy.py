@@ -155,6 +155,29 @@ def _replace_automation(automation: Any) -> None:
     automation.create()
 
 
+def _notify_on(
+    name: str, description: str, events: set[str], resources: str, block_id: Any, subject: str, body: str
+) -> Any:
+    """An automation that posts `subject` / `body` (Jinja over the event) to the webhook on any of `events`."""
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=name,
+        description=description,
+        trigger=EventTrigger(
+            expect=events,
+            match=ResourceSpecification({"prefect.resource.id": resources}),
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)],
+    )
+
+
 def ensure_notifications(url: str | None) -> list[str]:
     """The notification automations (failed/crashed runs; refused/forced promotions) through the webhook.
 
@@ -165,56 +188,33 @@ def ensure_notifications(url: str | None) -> list[str]:
     Returns:
         The automations' names (empty when no URL was given).
     """
-    from prefect.automations import Automation
-    from prefect.events.actions import SendNotification
-    from prefect.events.schemas.automations import EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
-
     if not url:
         print(f"{WEBHOOK_ENV} is not set: no notification automations (set it and run setup again)")
         return []
     block_id = _webhook_block(url)
-    failed = Automation(
-        name=FAILED_RUN_AUTOMATION,
-        description="Post to the pmg-notify webhook when any flow run fails or crashes.",
-        trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
-            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-            posture=Posture.Reactive,
-            threshold=1,
-            within=timedelta(0),
+    failed = _notify_on(
+        FAILED_RUN_AUTOMATION,
+        "Post to the pmg-notify webhook when any flow run fails or crashes.",
+        {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+        "prefect.flow-run.*",
+        block_id,
+        subject="pmg: flow run {{ flow_run.name }} ended {{ flow_run.state.name }}",
+        body=(
+            "Flow run {{ flow.name }}/{{ flow_run.name }} ended {{ flow_run.state.name }}: "
+            "{{ flow_run.state.message }}\n{{ flow_run|ui_url }}"
         ),
-        actions=[
-            SendNotification(
-                block_document_id=block_id,
-                subject="pmg: flow run {{ flow_run.name }} ended {{ flow_run.state.name }}",
-                body=(
-                    "Flow run {{ flow.name }}/{{ flow_run.name }} ended {{ flow_run.state.name }}: "
-                    "{{ flow_run.state.message }}\n{{ flow_run|ui_url }}"
-                ),
-            )
-        ],
     )
-    promotions = Automation(
-        name=PROMOTION_AUTOMATION,
-        description="Post to the pmg-notify webhook when a promotion is refused by the gates or forced.",
-        trigger=EventTrigger(
-            expect={"pmg.promotion.refused", "pmg.promotion.forced"},
-            match=ResourceSpecification({"prefect.resource.id": "pmg.registry.*"}),
-            posture=Posture.Reactive,
-            threshold=1,
-            within=timedelta(0),
+    promotions = _notify_on(
+        PROMOTION_AUTOMATION,
+        "Post to the pmg-notify webhook when a promotion is refused by the gates or forced.",
+        {"pmg.promotion.refused", "pmg.promotion.forced"},
+        "pmg.registry.*",
+        block_id,
+        subject=(
+            "pmg: {{ event.event }}: {{ event.resource['pmg.scenario'] }} version "
+            "{{ event.resource['pmg.version'] }} -> {{ event.resource['pmg.alias'] }}"
         ),
-        actions=[
-            SendNotification(
-                block_document_id=block_id,
-                subject=(
-                    "pmg: {{ event.event }}: {{ event.resource['pmg.scenario'] }} version "
-                    "{{ event.resource['pmg.version'] }} -> {{ event.resource['pmg.alias'] }}"
-                ),
-                body="{{ event.payload | tojson }}",
-            )
-        ],
+        body="{{ event.payload | tojson }}",
     )
     for automation in (failed, promotions):
         _replace_automation(automation)
