@@ -415,6 +415,59 @@ def gap_cell(metrics: Mapping, key: str) -> str:
     return f"{gap:+.4f} (p={p_value:.3f})"
 
 
+NO_SELECTION = "no_selection"
+"""Suffix of the metrics of a run's fixed candidate (no selection), and of its variant label."""
+
+
+def fixed_candidate(n_candidates: int) -> int:
+    """The candidate a run keeps without selection: the middle weight pair (2:2 of five); `none`: seed k = 2."""
+    return n_candidates // 2
+
+
+def selection_effect(
+    scenario: str,
+    selected: Evaluation,
+    fixed: Evaluation,
+    names: Sequence[str],
+    fixed_of: Mapping[str, str],
+    *,
+    resamples: int,
+    seed: int,
+) -> dict[str, dict]:
+    """What the selection rule adds: each variant's fixed candidate against its selected one, paired per user.
+
+    Every variant generates the same K candidates per pair; without selection
+    it would show :func:`fixed_candidate`. Per variant and metric of
+    `PAIRED_METRICS`: `<metric>_no_selection` (the fixed candidate's mean)
+    and `<metric>_selection_effect` (selected − fixed, paired per test user,
+    with `_lo` / `_hi`, the 95% bootstrap interval). With these beside the
+    differences against `none`, the effect of selection and of conditioning
+    read apart.
+
+    Args:
+        selected: the evaluation of the chosen outputs (variants `names`).
+        fixed: the evaluation of the fixed candidates (variants `fixed_of[name]`).
+        fixed_of: variant -> the label of its fixed-candidate outputs in `fixed`.
+    """
+    where = f"ablations of {scenario}"
+    chosen = _per_user_frame(selected, [])
+    unselected = _per_user_frame(fixed, [])
+    out: dict[str, dict] = {}
+    for name in names:
+        label = fixed_of[name]
+        frame = pd.concat([chosen[chosen["variant"] == name], unselected[unselected["variant"] == label]])
+        entry: dict[str, float] = {}
+        for metric in PAIRED_METRICS:
+            _, values, base = paired_arrays(frame, name, label, metric, where=where)
+            interval = paired_difference(values, base, resamples=resamples, seed=seed)
+            entry[f"{metric}_{NO_SELECTION}"] = round(float(base.mean()), 6)
+            entry[f"{metric}_selection_effect"] = round(interval.mean, 6)
+            entry[f"{metric}_selection_effect_lo"] = round(interval.low, 6)
+            entry[f"{metric}_selection_effect_hi"] = round(interval.high, 6)
+        out[name] = entry
+    return out
+
+
 STATISTICS_COLUMNS = (
     ("Gap LPIPS-Alex (p)", lambda m: gap_cell(m, "gap_lpips_alex")),
     ("Gap − none [95% CI]", lambda m: interval_cell(m, "gap_lpips_alex_diff_vs_none")),
@@ -427,6 +480,11 @@ STATISTICS_COLUMNS = (
     ),
     ("Target LPIPS-Alex − none [95% CI]", lambda m: interval_cell(m, "lpips_alex_target_diff_vs_none")),
     ("History SSIM − none [95% CI]", lambda m: interval_cell(m, "ssim_history_diff_vs_none")),
+    ("History LPIPS-Alex, no selection", lambda m: _cell(m.get(f"lpips_alex_history_{NO_SELECTION}"))),
+    (
+        "History LPIPS-Alex, selected − unselected [95% CI]",
+        lambda m: interval_cell(m, "lpips_alex_history_selection_effect"),
+    ),
 )
 """(title, cell of a variant's metrics) of the personalisation-and-paired-differences table."""
 
@@ -455,7 +513,9 @@ def statistics_markdown(
         "derangement): mean(other) − mean(own) for LPIPS, mean(own) − mean(other) for SSIM, positive = "
         "personalised; p: one-sided permutation test. Personalises: gap > 0 with p < 0.05 and larger than "
         "none's (interval above 0). − none / − keywords: differences paired per test user, 95% percentile "
-        "bootstrap interval over users.",
+        "bootstrap interval over users. No selection: the run's fixed candidate (the middle weight pair, "
+        "2:2; for none the same seed) instead of the one its rule selects; selected − unselected is what "
+        "the selection adds, paired per user.",
         "",
     ]
     return lines

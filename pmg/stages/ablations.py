@@ -170,11 +170,14 @@ def run_variants(
         The outputs and metrics per variant, and the skipped variants.
     """
     from pmg.evaluate.ablations import (
+        NO_SELECTION,
         ablation_metrics,
         ablation_pairs,
         ablation_statistics,
+        fixed_candidate,
         generation_groups,
         run_folder_name,
+        selection_effect,
         share_runs,
     )
     from pmg.evaluate.metrics import Evaluation, OUTPUT_COLUMNS, chosen_outputs, requests_from_outputs
@@ -186,6 +189,7 @@ def run_variants(
     )
     result = AblationResult(evaluation=Evaluation(pairs=pd.DataFrame()), outputs=pd.DataFrame())
     requests: list = []
+    fixed_requests: list = []
     outputs: list[pd.DataFrame] = []
     aliases: dict[str, list[str]] = {}
     for key, members in progress(generation_groups(variant_list).items(), desc=f"ablations {scenario} runs"):
@@ -231,6 +235,11 @@ def run_variants(
         result.seconds[run] = round(time.perf_counter() - started, 3)
         chosen = chosen_outputs(scores, candidates, folder).assign(variant=lead.name)
         requests.extend(requests_from_outputs(chosen, prepared, lead.name))
+        # The same run without selection: its fixed candidate (what the selection rule is measured against).
+        fixed_label = f"{lead.name} ({NO_SELECTION})"
+        keep = fixed_candidate(int(scores["candidate"].max()) + 1)
+        fixed = chosen_outputs(scores.assign(chosen=scores["candidate"] == keep), candidates, folder)
+        fixed_requests.extend(requests_from_outputs(fixed.assign(variant=fixed_label), prepared, fixed_label))
         for name in names:
             result.runs[name] = run
             outputs.append(chosen[OUTPUT_COLUMNS].assign(variant=name))
@@ -256,6 +265,24 @@ def run_variants(
             seed=params.base.seed,
         )
         for name, entry in statistics.items():
+            result.metrics[name].update(entry)
+        unselected = share_runs(
+            measure(params, scenario, fixed_requests, models.metric_models),
+            {
+                f"{lead} ({NO_SELECTION})": [f"{other} ({NO_SELECTION})" for other in others]
+                for lead, others in aliases.items()
+            },
+        )
+        effect = selection_effect(
+            scenario,
+            result.evaluation,
+            unselected,
+            ran,
+            {n: f"{n} ({NO_SELECTION})" for n in ran},
+            resamples=cfg.bootstrap_resamples,
+            seed=params.base.seed,
+        )
+        for name, entry in effect.items():
             result.metrics[name].update(entry)
         result.seconds["statistics"] = round(time.perf_counter() - started, 3)
     return result

@@ -58,7 +58,8 @@ def described_users(
     if not any(split_of[user] == "test" for user in users):
         raise DataError(
             where,
-            f"{scenario}: no test user among the {len(users)} described users; the split has none to report on"
+            f"{scenario}: no test user among the {len(users)} described users; "
+            "the split has none to report on"
         )
     return users
 

@@ -110,7 +110,7 @@ def generate_for(
 def run(
     params: Params, scenario: str, *, catalogue: Catalogue | None = None, log: Callable[[str], object] = print
 ) -> dict:
-    """Generate every candidate of one scenario's test users (the evaluated ones); return the stage metrics."""
+    """Generate every candidate for one scenario's test users (the evaluated ones); return the metrics."""
     from pmg.data.dataset import evaluated_rows
 
     catalogue = catalogue or Catalogue(params)

@@ -12,11 +12,19 @@ of every metric of every stage is ~900 columns wide. This prints, in at most
 - the path of the HTML report.
 
 Nothing here runs a stage: it only reads what the last run left.
+
+The README's result tables are made here too, from the committed metrics
+(`metrics/ablations/`), between `<!-- metrics:NAME -->` and
+`<!-- /metrics:NAME -->` markers: `python -m pmg.stages.summary --readme
+README.md` rewrites them after a run, and a test fails when they differ from
+what the metrics say (:func:`readme_blocks`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +103,75 @@ def summary(params: Params, catalogue: Catalogue | None = None, *, width: int = 
     index = (catalogue.report() / REPORT_INDEX).resolve()
     lines += ["", f"Report: {index}" if index.is_file() else f"no report: {index} is missing"]
     return "\n".join(_cut(line, width) for line in lines)
+
+
+# ------------------------------------------------------------------ README
+
+#: A marked block of the README: `<!-- metrics:NAME -->` ... `<!-- /metrics:NAME -->`.
+README_BLOCK = re.compile(
+    r"(<!-- metrics:(?P<name>[\w:-]+) -->\n)(?P<body>.*?)(<!-- /metrics:(?P=name) -->)", re.S
+)
+#: What the committed metrics cannot say: why a variant was skipped (the run's report.json, not in git).
+SKIPPED = "see the ablation stage's report"
+
+
+def readme_blocks(params: Params, catalogue: Catalogue | None = None) -> dict[str, str]:
+    """The README's result tables from the metrics files: `headline`, `ablations:<scenario>`.
+
+    A variant of `evaluate.ablations` with no metrics is shown as skipped
+    with the reason :data:`SKIPPED` (the reason itself is in the run's
+    report, outside git).
+    """
+    from pmg.evaluate.ablations import ablation_markdown, variants
+    from pmg.evaluate.report import headline_markdown
+
+    catalogue = catalogue or Catalogue(params)
+    metrics, blocks = {}, {}
+    for scenario in params.base.scenarios:
+        metrics[scenario] = _read_scenario(catalogue.ablation_metrics(scenario), scenario)
+        ground_truth = _read_scenario(catalogue.ablation_ground_truth(scenario), scenario)
+        variant_list = variants(params)
+        skipped = {v.name: SKIPPED for v in variant_list if v.name not in metrics[scenario]}
+        blocks[f"ablations:{scenario}"] = ablation_markdown(
+            scenario, metrics[scenario], variant_list, skipped, ground_truth or None
+        )
+    blocks["headline"] = headline_markdown(params, metrics)
+    return blocks
+
+
+def _read_scenario(path: Path, scenario: str) -> dict:
+    doc = _read_timing(path)  # a JSON object or None
+    return dict((doc or {}).get(scenario) or {})
+
+
+def fill_readme(text: str, blocks: dict[str, str]) -> str:
+    """`text` with every marked block replaced by `blocks[name]` (an unknown name is left as it is)."""
+
+    def body(match: re.Match) -> str:
+        name = match["name"]
+        if name not in blocks:
+            return match[0]
+        return match[1] + blocks[name].rstrip("\n") + "\n" + match[4]
+
+    return README_BLOCK.sub(body, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pmg.stages.summary [--readme FILE]`: print the summary, or refresh FILE's tables."""
+    from pmg.config import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m pmg.stages.summary", description=main.__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--readme", help="rewrite this file's marked metrics blocks from metrics/")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    if args.readme is None:
+        print(summary(params))
+        return 0
+    path = Path(args.readme)
+    path.write_text(fill_readme(path.read_text(encoding="utf-8"), readme_blocks(params)), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

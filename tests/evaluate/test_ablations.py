@@ -223,29 +223,30 @@ def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Pa
     def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, generator, soft_model, seed):
         rows = []
         for row in pairs.itertuples():
-            relative = f"{row.user_id}/cand_0.png"
             (Path(folder) / row.user_id).mkdir(parents=True, exist_ok=True)
-            if cfg.use_keywords:  # "personalised": the user's own first history image
-                Image.open(prepared.image_file(history_of[row.user_id][0])).convert("RGB").save(
-                    Path(folder) / relative
+            for k in range(3):  # the selection keeps candidate 0; without selection, candidate 1 (the middle)
+                relative = f"{row.user_id}/cand_{k}.png"
+                if cfg.use_keywords and k == 0:  # "personalised": the user's own first history image
+                    Image.open(prepared.image_file(history_of[row.user_id][0])).convert("RGB").save(
+                        Path(folder) / relative
+                    )
+                else:
+                    Image.new("RGB", (16, 16), (200, 30, 30)).save(Path(folder) / relative)
+                rows.append(
+                    {
+                        **{"user_id": row.user_id, "scenario": scenario, "target_item": row.target_item},
+                        **{"candidate": k, "w_p": 0.0, "w_t": 4.0, "seed": 1 + k, "mode": "weighted_embeddings"},
+                        **{"variant": "none", "preference_text": "", "target_text": "x", "keyword_fallback": ""},
+                        "image_path": relative,
+                    }
                 )
-            else:
-                Image.new("RGB", (16, 16), (200, 30, 30)).save(Path(folder) / relative)
-            rows.append(
-                {
-                    **{"user_id": row.user_id, "scenario": scenario, "target_item": row.target_item},
-                    **{"candidate": 0, "w_p": 0.0, "w_t": 4.0, "seed": 1, "mode": "weighted_embeddings"},
-                    **{"variant": "none", "preference_text": "", "target_text": "x", "keyword_fallback": ""},
-                    "image_path": relative,
-                }
-            )
         return pd.DataFrame(rows), None
 
     def fake_select(folder, cfg, scenario, candidates, *, scorer):
         scores = candidates[["user_id", "scenario", "target_item", "candidate", "w_p", "w_t"]].assign(
-            d_p=0.2, d_t=0.3, z=-1.4, floored=False, chosen=True
+            d_p=0.2, d_t=0.3, z=-1.4, floored=False
         )
-        return scores, None
+        return scores.assign(chosen=scores["candidate"] == 0), None
 
     result = run_variants(
         params,
@@ -282,4 +283,10 @@ def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Pa
     low, high = keywords["lpips_alex_history_diff_vs_none_lo"], keywords["lpips_alex_history_diff_vs_none_hi"]
     assert low <= diff <= high
     assert np.isfinite(keywords["ssim_history_diff_vs_none"])
+    # Without selection keywords would show its middle candidate, the red image `none` shows: the
+    # selection, not the conditioning, made it personal here; `none` gains nothing from its selection.
+    assert keywords["lpips_alex_history_no_selection"] == pytest.approx(none["lpips_alex_history"], abs=1e-5)
+    effect = keywords["lpips_alex_history"] - keywords["lpips_alex_history_no_selection"]
+    assert keywords["lpips_alex_history_selection_effect"] == pytest.approx(effect, abs=1e-5) and effect < 0
+    assert none["lpips_alex_history_selection_effect"] == pytest.approx(0.0, abs=1e-6)
     assert "statistics" in result.seconds
