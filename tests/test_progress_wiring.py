@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 #: (module, a phrase of the loop's bar description): the loops that take minutes in `make demo`.
 LOOPS = [

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from pmg.config import load_params
 from pmg.stages.catalogue import Catalogue
 from pmg.stages.summary import README_BLOCK, fill_readme, readme_blocks
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_tables_are_the_metrics() -> None:

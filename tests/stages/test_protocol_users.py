@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -9,7 +11,8 @@ from pmg.config import load_params
 from pmg.data.dataset import evaluated_rows, users_in_split
 from pmg.errors import DataError
 from pmg.stages.describe import described_users
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def splits(test: int, validation: int, train: int) -> pd.DataFrame:
