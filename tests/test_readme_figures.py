@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from pmg.config import load_params
 from pmg.stages.catalogue import Catalogue
 from pmg.stages.summary import README_BLOCK, fill_readme, readme_blocks

@@ -141,6 +141,8 @@ def test_a_fourth_scenario_runs_prepare_describe_keywords(stickers: Scenario, tm
     mini.update(device="cpu", llm={"kind": "hf", "path": str(llm)})
     mini["captioner"] = {"kind": "clip-retrieval", "name": "pmg-tiny-clip", "path": str(clip)}
     raw["describe"].update(out=str(tmp_path / "describe"), llm_cache=str(tmp_path / "cache"), max_users=3)
+    # An adapter scenario describes its train and validation users too (else only its test users).
+    raw["train_soft"]["scenarios"] = ["stickers"]
     raw["keywords"].update(
         out=str(tmp_path / "keywords"), llm_cache=str(tmp_path / "cache"), max_new_tokens=4, target_max_new_tokens=4
     )
