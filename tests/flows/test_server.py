@@ -213,14 +213,21 @@ def test_the_server_schedules_a_run_and_a_worker_completes_it(
                 done = _wait_for(
                     "a worker to complete a scheduled run", completed, 180, [worker_log, prefect_server["log"]]
                 )
-            run = done[0]
-            assert run.auto_scheduled and run.deployment_id == deployment.id
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])), limit=200)
-            lines = [f"{log.timestamp:%H:%M:%S} {log.message}" for log in logs]
-    worker_lines = [line for line in worker_log.read_text(errors="replace").splitlines() if run.name in line]
+                run = done[0]
+                assert run.auto_scheduled and run.deployment_id == deployment.id
+
+                def finished_lines() -> list[str]:
+                    # The run's state reaches the API before its last log lines do (they ship in
+                    # batches), so the final line is waited for, with the worker still up.
+                    only_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+                    lines = [f"{log.timestamp:%H:%M:%S} {log.message}" for log in client.read_logs(only_run, limit=200)]
+                    text = worker_log.read_text(errors="replace").splitlines()
+                    both = [line for line in text if run.name in line] + lines
+                    return both if any("Finished in state Completed" in line for line in both) else []
+
+                lines = _wait_for("the run's final log line", finished_lines, 60, [worker_log, prefect_server["log"]])
     print(f"\nscheduled run {run.name} ({run.id}): expected {run.expected_start_time}, state {run.state.name}")
-    print("\n".join(worker_lines[-6:] + lines[-6:]))
-    assert any("Finished in state Completed" in line for line in worker_lines + lines)
+    print("\n".join(lines[-12:]))
     assert (out / "prepared" / "emoji" / "splits.parquet").is_file()  # the real stage ran
     assert (source / "metrics" / "prepare" / "emoji.json").is_file()  # in the deployment's folder
 
