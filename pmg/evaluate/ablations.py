@@ -489,36 +489,62 @@ STATISTICS_COLUMNS = (
 """(title, cell of a variant's metrics) of the personalisation-and-paired-differences table."""
 
 
+STATISTICS_NOTE = (
+    "Gap: mismatched-user control (each output against another test user's history, a seeded "
+    "derangement): mean(other) − mean(own) for LPIPS, mean(own) − mean(other) for SSIM, positive = "
+    "personalised; p: one-sided permutation test. Personalises: gap > 0 with p < 0.05 and larger than "
+    "none's (interval above 0). − none / − keywords: differences paired per test user, 95% percentile "
+    "bootstrap interval over users. No selection: the run's fixed candidate (the middle weight pair, "
+    "2:2; for none the same seed) instead of the one its rule selects; selected − unselected is what "
+    "the selection adds, paired per user."
+)
+"""The note under the statistics table (README and HTML report)."""
+
+
+@dataclass(frozen=True)
+class StatisticsTable:
+    """The personalisation-and-paired-differences table of one scenario, as formatted cells.
+
+    Attributes:
+        headers: column titles, `Variant` first.
+        rows: one list of cells per variant that ran, in variant order.
+        not_computed: why the statistics were not computed (empty when they were).
+    """
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    not_computed: tuple[str, ...] = ()
+
+
+def statistics_table(metrics: Mapping[str, Mapping], variant_list: Sequence[Variant]) -> StatisticsTable | None:
+    """The gaps and paired intervals of every variant that ran; None when no variant has them."""
+    names = [v.name for v in variant_list if v.name in metrics]
+    headers = ("Variant", *[title for title, _ in STATISTICS_COLUMNS])
+    skipped = sorted({metrics[n]["statistics_skipped"] for n in names if "statistics_skipped" in metrics[n]})
+    if skipped:
+        return StatisticsTable(headers, (), tuple(str(reason) for reason in skipped))
+    if not any("gap_lpips_alex" in metrics[n] for n in names):
+        return None
+    rows = tuple((name, *[cell(metrics[name]) for _, cell in STATISTICS_COLUMNS]) for name in names)
+    return StatisticsTable(headers, rows)
+
+
 def statistics_markdown(
     scenario: str, metrics: Mapping[str, Mapping], variant_list: Sequence[Variant]
 ) -> list[str]:
     """Lines of the mismatched-user gaps and paired intervals table (empty when no variant has them)."""
-    names = [v.name for v in variant_list if v.name in metrics]
-    skipped = sorted({metrics[n]["statistics_skipped"] for n in names if "statistics_skipped" in metrics[n]})
+    table = statistics_table(metrics, variant_list)
     title = f"### {scenario} — personalisation and paired differences"
-    if skipped:
-        return [title, "", *(f"Not computed: {md_escape(reason)}" for reason in skipped), ""]
-    if not any("gap_lpips_alex" in metrics[n] for n in names):
+    if table is None:
         return []
-    header = ["Variant", *[title for title, _ in STATISTICS_COLUMNS]]
+    if table.not_computed:
+        return [title, "", *(f"Not computed: {md_escape(reason)}" for reason in table.not_computed), ""]
     lines = [title, ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-    for name in names:
-        cells = [md_escape(name), *[cell(metrics[name]) for _, cell in STATISTICS_COLUMNS]]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Gap: mismatched-user control (each output against another test user's history, a seeded "
-        "derangement): mean(other) − mean(own) for LPIPS, mean(own) − mean(other) for SSIM, positive = "
-        "personalised; p: one-sided permutation test. Personalises: gap > 0 with p < 0.05 and larger than "
-        "none's (interval above 0). − none / − keywords: differences paired per test user, 95% percentile "
-        "bootstrap interval over users. No selection: the run's fixed candidate (the middle weight pair, "
-        "2:2; for none the same seed) instead of the one its rule selects; selected − unselected is what "
-        "the selection adds, paired per user.",
-        "",
-    ]
-    return lines
+    lines.append("| " + " | ".join(table.headers) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(table.headers) - 1)) + "|")
+    for row in table.rows:
+        lines.append("| " + " | ".join([md_escape(row[0]), *row[1:]]) + " |")
+    return [*lines, "", STATISTICS_NOTE, ""]
 
 
 def ablation_tables(

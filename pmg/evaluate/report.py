@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 PAIR = ["user_id", "scenario", "target_item"]
 OVERALL_KEYS = (*(key for key, _ in metric_headers()), "n_pairs", "n_skipped")
+
+
 @dataclass
 class Cell:
     """One image of the gallery: `src` a data URI (None = missing), caption lines, chosen ring.
@@ -239,7 +241,7 @@ def scenario_section(params: Params, inputs: ScenarioInputs) -> dict:
     """Everything the template shows for one scenario (missing inputs give empty parts)."""
     from markupsafe import Markup
 
-    from pmg.evaluate.ablations import TABLES, ablation_tables, variants
+    from pmg.evaluate.ablations import STATISTICS_NOTE, TABLES, ablation_tables, statistics_table, variants
     from pmg.evaluate.weights import LONG_COLUMNS, weights_svg
 
     scenario = inputs.name
@@ -250,6 +252,10 @@ def scenario_section(params: Params, inputs: ScenarioInputs) -> dict:
             inputs.ablation_metrics, variants(params), (inputs.ablation_report or {}).get("skipped", {})
         )
         tables = [{"title": TABLES[name], "rows": r} for name, r in rows.items() if r]
+    statistics = statistics_table(inputs.ablation_metrics or {}, variants(params))
+    headline = headline_row(
+        scenario, pmg_variant(params, scenario, inputs.ablation_metrics or {}), inputs.ablation_metrics or {}
+    )
 
     ground_truth: dict[str, dict] = {}
     for name, entry in (metrics.get("ground_truth") or {}).items():
@@ -284,6 +290,9 @@ def scenario_section(params: Params, inputs: ScenarioInputs) -> dict:
         "skipped_text": _reason_text(metrics.get("skipped")),
         "adjusted_text": _reason_text(metrics.get("adjusted")),
         "ablation_tables": tables,
+        "statistics": statistics,
+        "statistics_note": STATISTICS_NOTE,
+        "headline": headline,
         "ground_truth": list(ground_truth.items()),
         "ground_truth_checks": checks,
         "ground_truth_note": get_scenario(scenario).ground_truth_note,
@@ -307,6 +316,9 @@ def render_report(params: Params, sections: list[dict], overall: Mapping) -> str
     return template.render(
         title=params.report.title,
         profile=params.base.profile,
+        protocol=protocol_text(params),
+        headline_columns=HEADLINE_COLUMNS,
+        headline_note=HEADLINE_NOTE,
         image_size=params.evaluate.image_size,
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         scenarios=sections,
@@ -416,6 +428,18 @@ def headline_row(scenario: str, variant: str, ablation_metrics: dict) -> list[st
     ]
 
 
+HEADLINE_NOTE = (
+    "LPIPS: lower = more similar; SSIM: higher = more similar; means over the ablation pairs. "
+    "Change vs none: PMG's history LPIPS relative to no personalisation "
+    "(negative = closer to the user's history = more personalised). "
+    "PMG − none: the difference paired per test user, with its 95% percentile bootstrap interval "
+    "over users. Gap: mismatched-user control, mean LPIPS of each output to another test user's "
+    "history minus to its own (positive = personalised), one-sided permutation p-value; PMG "
+    "personalises only if its gap is positive and larger than none's (the last interval above 0)."
+)
+"""The note under the headline table (README, `headline.md` and the HTML report)."""
+
+
 def headline_markdown(params: Params, ablation_metrics: Mapping[str, Mapping]) -> str:
     """PMG vs no personalisation per scenario, as a Markdown table (from the ablation metrics).
 
@@ -434,14 +458,30 @@ def headline_markdown(params: Params, ablation_metrics: Mapping[str, Mapping]) -
         metrics = dict(ablation_metrics.get(scenario) or {})
         row = headline_row(scenario, pmg_variant(params, scenario, metrics), metrics)
         lines.append("| " + " | ".join(md_escape(cell) for cell in row) + " |")
-    lines += [
-        "",
-        "LPIPS: lower = more similar; SSIM: higher = more similar; means over the ablation pairs. "
-        "Change vs none: PMG's history LPIPS relative to no personalisation "
-        "(negative = closer to the user's history = more personalised). "
-        "PMG − none: the difference paired per test user, with its 95% percentile bootstrap interval "
-        "over users. Gap: mismatched-user control, mean LPIPS of each output to another test user's "
-        "history minus to its own (positive = personalised), one-sided permutation p-value; PMG "
-        "personalises only if its gap is positive and larger than none's (the last interval above 0).",
-    ]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", HEADLINE_NOTE]) + "\n"
+
+
+def protocol_text(params: Params) -> str:
+    """The evaluation protocol in one paragraph, with the figures of `params` (the HTML report's).
+
+    What is held out, the candidate budgets and selection rules, the
+    generation seeds, the mismatched-user control and the intervals; the
+    README's Results section says the same in prose.
+    """
+    split = params.prepare.user_split
+    k = len(params.generate.weights)
+    cfg = params.evaluate
+    return (
+        f"Users are split once by a hash of (scenario, user id) into train / validation / test "
+        f"(expected shares {1 - split.validation - split.test:.0%} / {split.validation:.0%} / {split.test:.0%}). "
+        "Adapters train on train users and report their held-out loss on validation users; every "
+        "ablation figure comes from test users only, whose target items the mini zoo never trained on. "
+        f"Equal budgets: every variant, none included, generates the same K = {k} candidates per pair "
+        f"from the same seed (base.seed = {params.base.seed}; one generation seed); none keeps the "
+        f"candidate closest to the target keywords (CLIP, alpha = 0), the personalised variants the "
+        f"best z (alpha = {params.select.alpha}); each is also measured without selection (its middle "
+        "candidate). Mismatched-user control: every output is also compared with another test user's "
+        f"history (seeded derangement, control_seed = {cfg.control_seed}); the gap is tested by "
+        f"{cfg.permutations} permutations. Differences against none and keywords are paired per test "
+        f"user, with 95% percentile bootstrap intervals ({cfg.bootstrap_resamples} resamples)."
+    )

@@ -50,6 +50,18 @@ REPORT_TEMPLATE = r"""<!DOCTYPE html>
   <nav>{% for s in scenarios %}<a href="#{{ s.name }}">{{ s.name }}</a>{% endfor %}</nav>
 </header>
 <main>
+<h3>Protocol</h3>
+<p class="note">{{ protocol }}</p>
+{% if scenarios %}
+<h3>Headline: PMG against no personalisation (test users, paired intervals, mismatched-user control)</h3>
+<table class="headline">
+  <tr>{% for c in headline_columns %}<th{% if loop.index <= 2 %} class="label"{% endif %}>{{ c }}</th>{% endfor %}</tr>
+  {% for s in scenarios %}
+  <tr>{% for cell in s.headline %}<td{% if loop.index <= 2 %} class="label"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+  {% endfor %}
+</table>
+<p class="note">{{ headline_note }}</p>
+{% endif %}
 {% if overall %}
 <h3>Overall (pair-weighted over scenarios)</h3>
 <table>
@@ -87,6 +99,21 @@ REPORT_TEMPLATE = r"""<!DOCTYPE html>
   </table>
   {% endfor %}
   {% if not s.ablation_tables %}<p class="note">No ablation results for this scenario.</p>{% endif %}
+
+  {% if s.statistics %}
+  <h3>Personalisation and paired differences</h3>
+  {% if s.statistics.not_computed %}
+  {% for reason in s.statistics.not_computed %}<p class="note">Not computed: {{ reason }}</p>{% endfor %}
+  {% else %}
+  <table class="statistics">
+    <tr>{% for h in s.statistics.headers %}<th{% if loop.first %} class="label"{% endif %}>{{ h }}</th>{% endfor %}</tr>
+    {% for row in s.statistics.rows %}
+    <tr>{% for cell in row %}<td{% if loop.first %} class="label"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+    {% endfor %}
+  </table>
+  <p class="note">{{ s.statistics_note }}</p>
+  {% endif %}
+  {% endif %}
 
   {% if s.ground_truth %}
   <h3>Latent preference recovered (default world; measured without CLIP)</h3>

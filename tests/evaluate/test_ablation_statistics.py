@@ -141,6 +141,37 @@ def test_headline_and_markdown_show_the_intervals(statistics, tmp_path) -> None:
     assert "-0.0500 [-0.0500, -0.0500]" in text
 
 
+def test_html_report_states_the_protocol_and_shows_the_intervals(statistics, tmp_path) -> None:
+    import html
+    import re
+
+    from pmg.evaluate.report import ScenarioInputs, render_report, scenario_section
+
+    metrics = {
+        name: {"lpips_alex_history": 0.5, "n_pairs": 8, **entry} for name, entry in statistics["stats"].items()
+    }
+    params = make_params(
+        tmp_path,
+        evaluate={"ablations": ["none", "keywords", "soft+keywords"], "permutations": 1234},
+        select={"alpha": 0.3},
+    )
+    section = scenario_section(params, ScenarioInputs(name="clothing", ablation_metrics=metrics))
+    page = html.unescape(render_report(params, [section], {}))
+    assert "1234 permutations" in page and "alpha = 0.3" in page  # the protocol, from params
+    rows = {
+        table: [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+        for table, body in re.findall(r'<table class="(headline|statistics)">(.*?)</table>', page, re.S)
+    }
+    pmg = metrics["soft+keywords"]
+    headline = [r for r in rows["headline"] if r]
+    assert headline == [headline_row("clothing", "soft+keywords", metrics)]
+    assert headline[0][5] == "-0.0500 [-0.0500, -0.0500]"
+    by_variant = {r[0]: r for r in rows["statistics"] if r}
+    assert list(by_variant) == ["none", "keywords", "soft+keywords"]
+    assert by_variant["soft+keywords"][1] == f"{pmg['gap_lpips_alex']:+.4f} (p={pmg['gap_lpips_alex_p']:.3f})"
+    assert by_variant["soft+keywords"][5] == "-0.0500 [-0.0500, -0.0500]"  # history LPIPS − none
+
+
 def test_fewer_than_two_users_is_a_reported_skip() -> None:
     evaluation = Evaluation(pairs=pd.DataFrame(columns=list(PAIR_COLUMNS)))
     out = ablation_statistics("emoji", evaluation, {"none": {}}, ["u1"], ["none", "keywords"], **KW)
