@@ -52,7 +52,7 @@ from pmg.progress import progress
 from pmg.stages import loaders
 from pmg.stages.catalogue import ABLATIONS_MARKDOWN, ABLATIONS_REPORT, SCORES_TABLE, Catalogue
 from pmg.stages.evaluate import measure, write_evaluation
-from pmg.stages.generate import generate_into
+from pmg.stages.generate import evaluated_keywords, generate_into
 from pmg.stages.select import select_in
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,6 @@ def run(
     Returns:
         The nested metrics written to `metrics/ablations/<scenario>.json`.
     """
-    from pmg.data.dataset import evaluated_rows
     from pmg.data.store import read_scenario
     from pmg.evaluate.ablations import ablation_markdown, variants
     from pmg.evaluate.ground_truth import ground_truth_hits, summarize_hits
@@ -386,12 +385,7 @@ def run(
 
     catalogue = catalogue or Catalogue(params)
     prepared = read_scenario(catalogue.prepared(scenario))
-    keywords = evaluated_rows(
-        read_table(catalogue.keywords(scenario), schemas.Keywords),
-        prepared.splits,
-        scenario,
-        where=catalogue.keywords(scenario),
-    )
+    keywords = evaluated_keywords(catalogue, scenario, prepared)
     descriptions = read_table(catalogue.descriptions(scenario), schemas.Descriptions)
     behaviour = behaviour_prompts(scenario, descriptions)
     adapters = find_adapters(catalogue, scenario)

@@ -107,20 +107,30 @@ def generate_for(
     )
 
 
+def evaluated_keywords(catalogue: Catalogue, scenario: str, prepared: Any) -> pd.DataFrame:
+    """The scenario's `Keywords` rows of its evaluated (test) users: what `generate` and `ablations` run on.
+
+    Args:
+        catalogue: where the keywords table is.
+        scenario: the scenario.
+        prepared: its `PreparedScenario` (the user split).
+
+    Raises:
+        DataError: none of its users is a test user (`pmg.data.dataset.evaluated_rows`), naming the table.
+    """
+    from pmg.data.dataset import evaluated_rows
+
+    where = catalogue.keywords(scenario)
+    return evaluated_rows(read_table(where, schemas.Keywords), prepared.splits, scenario, where=where)
+
+
 def run(
     params: Params, scenario: str, *, catalogue: Catalogue | None = None, log: Callable[[str], object] = print
 ) -> dict:
     """Generate every candidate for one scenario's test users (the evaluated ones); return the metrics."""
-    from pmg.data.dataset import evaluated_rows
-
     catalogue = catalogue or Catalogue(params)
     prepared = read_scenario(catalogue.prepared(scenario))
-    keywords = evaluated_rows(
-        read_table(catalogue.keywords(scenario), schemas.Keywords),
-        prepared.splits,
-        scenario,
-        where=catalogue.keywords(scenario),
-    )
+    keywords = evaluated_keywords(catalogue, scenario, prepared)
     generator = loaders.generator(params)
     soft_model = (
         loaders.soft_model(params, catalogue.adapter(scenario), generator=generator)
