@@ -59,9 +59,13 @@ system-deps:
 	fi
 
 # Prefect (see README, "Scheduled runs with Prefect"). The server and the
-# dashboard listen on 127.0.0.1 only; clients and workers reach it through
+# dashboard listen on 127.0.0.1 by default; clients and workers reach it through
 # the PREFECT_API_URL of prefect.env, the file people read too
 # (`set -a; . ./prefect.env; set +a`), so both talk to the same server.
+# `flows.launch` refuses PREFECT_HOST=<a network address> without an auth string
+# (PMG_PREFECT_AUTH_STRING), and a worker whose server is on another machine
+# without one (README, "GPU workers on other machines").
+PREFECT_HOST ?= 127.0.0.1
 PREFECT_PORT ?= 4200
 PREFECT_ENV := export PMG_PREFECT_PORT=$(PREFECT_PORT) && set -a && . $(CURDIR)/prefect.env && set +a &&
 # `make worker WORK_QUEUE=gpu WORKER_LIMIT=1` on each GPU (CUDA_VISIBLE_DEVICES=N);
@@ -73,7 +77,7 @@ GPU_SLOTS ?= 1
 DEPLOY_SOURCE ?=
 
 prefect-server: setup
-	$(PREFECT_ENV) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	$(PREFECT_ENV) $(BIN)/python -m flows.launch server --host $(PREFECT_HOST) --port $(PREFECT_PORT)
 
 # Work pool `pmg`, queues, the `gpu` tag limit, the automations (notifications
 # through a webhook when PMG_NOTIFY_WEBHOOK_URL is set) and every deployment
@@ -85,7 +89,7 @@ prefect-deploy: setup
 # Export the registry's credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)
 # before starting a worker: its flow runs inherit its environment.
 worker: setup
-	$(PREFECT_ENV) $(BIN)/prefect worker start --pool pmg --type process \
+	$(PREFECT_ENV) $(BIN)/python -m flows.launch worker --pool pmg --type process \
 	  $(if $(WORK_QUEUE),--work-queue $(WORK_QUEUE)) $(if $(WORKER_LIMIT),--limit $(WORKER_LIMIT))
 
 clean:

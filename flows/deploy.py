@@ -413,16 +413,31 @@ def main(argv: list[str] | None = None) -> int:
         help="scenario with a nightly retraining (repeatable; default: train_soft.scenarios)",
     )
     args = parser.parse_args(argv)
-    if args.command in ("setup", "all"):
-        done = setup(args.gpu_slots)
-        notes = ", ".join(repr(n) for n in done["notifications"]) or f"none ({WEBHOOK_ENV} unset)"
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.launch import AUTH_ENV
+
+    try:
+        if args.command in ("setup", "all"):
+            done = setup(args.gpu_slots)
+            notes = ", ".join(repr(n) for n in done["notifications"]) or f"none ({WEBHOOK_ENV} unset)"
+            print(
+                f"work pool {done['pool']!r} (process), queues {done['queues']}, "
+                f"tag limit gpu={done['gpu_limit']}, automation {done['automation']!r}, notifications {notes}"
+            )
+        if args.command in ("deploy", "all"):
+            for name in deploy(args.source, args.cron, args.timezone, args.scenario, args.interval):
+                print(f"deployment {name} on pool {POOL!r}")
+    except PrefectHTTPStatusError as err:
+        if err.response.status_code != 401:
+            raise
         print(
-            f"work pool {done['pool']!r} (process), queues {done['queues']}, "
-            f"tag limit gpu={done['gpu_limit']}, automation {done['automation']!r}, notifications {notes}"
+            f"pmg: error: the Prefect API {PREFECT_API_URL.value()} refused the request "
+            f"(401 Unauthorized): set {AUTH_ENV} to the server's auth string before reading prefect.env",
+            file=sys.stderr,
         )
-    if args.command in ("deploy", "all"):
-        for name in deploy(args.source, args.cron, args.timezone, args.scenario, args.interval):
-            print(f"deployment {name} on pool {POOL!r}")
+        return 2
     return 0
 
 
