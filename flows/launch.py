@@ -36,7 +36,7 @@ import argparse
 import ipaddress
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,7 +52,7 @@ _TRUE, _FALSE = {"1", "true", "yes"}, {"", "0", "false", "no"}
 
 
 def is_loopback(host: str) -> bool:
-    """Whether `host` (an address or a name, `[::1]` brackets allowed) can be reached only from this machine."""
+    """Whether `host` (an address or a name, `[::1]` allowed) can be reached only from this machine."""
     host = host.strip().strip("[]").lower()
     if host == "localhost":
         return True
@@ -62,12 +62,14 @@ def is_loopback(host: str) -> bool:
         return False  # 0.0.0.0 and :: are addresses (not loopback); any other name may resolve outside
 
 
-def behind_auth_proxy(env: dict[str, str] | os._Environ[str]) -> bool:
-    """The `PMG_PREFECT_AUTH_PROXY` opt-out (1/true/yes, or 0/false/no/unset); anything else is a `ConfigError`."""
+def behind_auth_proxy(env: Mapping[str, str]) -> bool:
+    """The `PMG_PREFECT_AUTH_PROXY` opt-out (1/true/yes or 0/false/no/unset); anything else: `ConfigError`."""
     value = env.get(PROXY_ENV, "").strip().lower()
     if value in _TRUE | _FALSE:
         return value in _TRUE
-    raise ConfigError(f"{PROXY_ENV}={env[PROXY_ENV]!r}: expected 1 (an authenticating proxy is in front) or 0")
+    raise ConfigError(
+        f"{PROXY_ENV}={env[PROXY_ENV]!r}: expected 1 (an authenticating proxy is in front) or 0"
+    )
 
 
 def _secret(value: Any, name: str) -> str | None:
@@ -77,7 +79,8 @@ def _secret(value: Any, name: str) -> str | None:
     secret = value.get_secret_value()
     if not secret.strip():
         raise ConfigError(
-            f"{name} is set but empty: Prefect would refuse every client; unset it or set {AUTH_ENV}=user:password"
+            f"{name} is set but empty: Prefect would refuse every client; "
+            f"unset it or set {AUTH_ENV}=user:password"
         )
     return secret
 
@@ -88,7 +91,7 @@ def _prefect_settings() -> Any:
     return Settings()  # read now (not the settings of an imported context): env, .env, prefect.toml, profile
 
 
-def check_server(host: str, settings: Any = None, env: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+def check_server(host: str, settings: Any = None, env: Mapping[str, str] = os.environ) -> list[str]:
     """Refuse to serve an open API beyond this machine.
 
     Args:
@@ -112,14 +115,14 @@ def check_server(host: str, settings: Any = None, env: dict[str, str] | os._Envi
         if behind_auth_proxy(env):
             return []  # the operator's word: the proxy authenticates (and terminates TLS)
         raise ConfigError(
-            f"refusing to serve the Prefect API on {host} without authentication (anyone reaching it could run "
-            f"code on the workers): set {AUTH_ENV}=user:password before reading prefect.env, bind 127.0.0.1, "
-            f"or set {PROXY_ENV}=1 if an authenticating proxy stands in front ({_README})"
+            f"refusing to serve the Prefect API on {host} without authentication (anyone reaching it "
+            f"could run code on the workers): set {AUTH_ENV}=user:password before reading prefect.env, "
+            f"bind 127.0.0.1, or set {PROXY_ENV}=1 if an authenticating proxy stands in front ({_README})"
         )
-    return [f"the API on {host} speaks plain HTTP: keep it behind a TLS proxy or a private network ({_README})"]
+    return [f"the API on {host} speaks plain HTTP: keep it behind a TLS proxy or a VPN ({_README})"]
 
 
-def check_worker(settings: Any = None, env: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+def check_worker(settings: Any = None, env: Mapping[str, str] = os.environ) -> list[str]:
     """Refuse a worker that would talk to a server on another machine without authentication.
 
     Args:
@@ -150,7 +153,7 @@ def check_worker(settings: Any = None, env: dict[str, str] | os._Environ[str] = 
             f"server authenticates ({_README})"
         )
     if parts.scheme != "https":
-        return [f"the auth string goes to {url} unencrypted: put a TLS proxy in front and use https ({_README})"]
+        return [f"the auth string goes to {url} unencrypted: put a TLS proxy in front, use https ({_README})"]
     return []
 
 

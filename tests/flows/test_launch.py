@@ -1,4 +1,4 @@
-"""`flows.launch`: the server and workers never start with an open API beyond this machine (no server here)."""
+"""`flows.launch`: the server and workers never start with an open API beyond this machine (no server)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SECRET = "pmg-admin:correct horse battery staple"
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    """No auth setting, no API URL, no opt-out; a cwd without `.env` or `prefect.toml` (Prefect reads those)."""
+    """No auth setting, API URL or opt-out; a cwd without `.env` or `prefect.toml` (Prefect reads those)."""
     for name in (
         "PREFECT_SERVER_API_AUTH_STRING",
         "PREFECT_API_AUTH_STRING",

@@ -17,8 +17,8 @@ def _settings_after_sourcing(cwd: Path, **pmg: str) -> dict[str, str]:
     env.update({f"PMG_{name.upper()}": value for name, value in pmg.items()})
     probe = (
         "from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, Settings;"
-        "print(PREFECT_HOME.value()); print(PREFECT_API_URL.value()); print(PREFECT_LOCAL_STORAGE_PATH.value());"
-        "s = Settings(); print(s.server.ui.api_url);"
+        "print(PREFECT_HOME.value()); print(PREFECT_API_URL.value()); print(PREFECT_LOCAL_STORAGE_PATH.value())"
+        "; s = Settings(); print(s.server.ui.api_url);"
         "print([a and a.get_secret_value() for a in (s.server.api.auth_string, s.api.auth_string)])"
     )
     done = subprocess.run(
@@ -51,7 +51,7 @@ def test_prefect_env_points_at_the_project_server_and_keeps_state_in_the_checkou
 
 
 def test_prefect_env_gives_the_one_auth_string_to_the_server_and_the_clients(tmp_path: Path) -> None:
-    """`PMG_PREFECT_AUTH_STRING` becomes the server's check and what clients send; the dashboard's URL can differ."""
+    """`PMG_PREFECT_AUTH_STRING` is what the server checks and clients send; the dashboard's may differ."""
     found = _settings_after_sourcing(
         tmp_path,
         prefect_api_url="https://prefect.example.org/api",
@@ -59,7 +59,8 @@ def test_prefect_env_gives_the_one_auth_string_to_the_server_and_the_clients(tmp
         prefect_ui_api_url="https://dashboard.example.org/api",
     )
     assert found["auth"] == "['pmg-admin:s3cret', 'pmg-admin:s3cret']"
-    assert (found["api"], found["ui_api"]) == ("https://prefect.example.org/api", "https://dashboard.example.org/api")
+    assert found["api"] == "https://prefect.example.org/api"
+    assert found["ui_api"] == "https://dashboard.example.org/api"
     assert _settings_after_sourcing(tmp_path, prefect_auth_string="")["auth"] == "[None, None]"
 
 

@@ -84,32 +84,20 @@ def _wait_for(what: str, check: Callable[[], Any], timeout: float, logs: list[Pa
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """`prefect server start` on 127.0.0.1 (services on, short scheduler loops); stopped by process group."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+@contextmanager
+def _serve(home: Path, port: int, command: list[str], env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """Run a server `command` in its own process group until GET /api/health answers; stop it by its group."""
     url = f"http://127.0.0.1:{port}/api"
     log = home / "server.log"
-    env = _env(
-        home,
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-        PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS="2",
-    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=home,
-            start_new_session=True,
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=home, start_new_session=True
         )
 
     def healthy() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"prefect server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
+        try:  # open even with an auth string: Prefect leaves GET /health to probes
             return httpx.get(f"{url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
@@ -119,6 +107,21 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         yield {"url": url, "home": home, "log": log}
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`prefect server start` on 127.0.0.1 (services on, short scheduler loops); stopped by process group."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = _env(
+        home,
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS="2",
+    )
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with _serve(home, port, command, env) as server:
+        yield server
 
 
 @contextmanager
@@ -345,3 +348,86 @@ def test_automations_notify_on_a_refused_promotion_and_a_failed_run(
                            [prefect_server["log"]])
         print(f"received: {json.dumps(failed[0], indent=2)}")
         assert "adapter folder does not exist" in failed[0]["body"]
+
+
+AUTH = "pmg-admin:correct horse battery staple"
+
+
+def _after_prefect_env(env: dict[str, str], argv: list[str]) -> list[str]:
+    """`argv` run as the Makefile's Prefect targets run it: after reading prefect.env (state kept here)."""
+    keep = " ".join(f'{name}="{env[name]}"' for name in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH"))
+    return ["bash", "-c", f'set -a; . "{ROOT / "prefect.env"}"; set +a; export {keep}; exec "$0" "$@"', *argv]
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A server started as `make prefect-server` does (prefect.env, `flows.launch`), with an auth string."""
+    home = tmp_path_factory.mktemp("prefect-auth-server")
+    port = _free_port()
+    env = _env(home, PMG_PREFECT_AUTH_STRING=AUTH, PMG_PREFECT_PORT=str(port))
+    command = _after_prefect_env(env, [sys.executable, "-m", "flows.launch", "server", "--port", str(port)])
+    with _serve(home, port, command, env) as server:
+        yield server
+
+
+@pytest.mark.timeout(300)
+def test_an_api_with_an_auth_string_refuses_clients_without_it_and_serves_those_with_it(
+    auth_server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HTTP 401 without the string or with a wrong one; the project's deploy code and a worker use it."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
+
+    url = auth_server["url"]
+    user, password = AUTH.split(":", 1)
+    answers = {
+        "none": httpx.post(f"{url}/work_pools/filter", json={}, timeout=10),
+        "wrong": httpx.post(f"{url}/work_pools/filter", json={}, auth=(user, "guess"), timeout=10),
+        "right": httpx.post(f"{url}/work_pools/filter", json={}, auth=(user, password), timeout=10),
+    }
+    codes = {k: r.status_code for k, r in answers.items()}
+    assert codes == {"none": 401, "wrong": 401, "right": 200}
+
+    # A Prefect client without the string: `python -m flows.deploy` says so in one line.
+    with _api(url), temporary_settings(restore_defaults={PREFECT_API_AUTH_STRING}):
+        assert deploy.main(["setup"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"pmg: error: the Prefect API {url} refused the request (401 Unauthorized): "
+            "set PMG_PREFECT_AUTH_STRING to the server's auth string before reading prefect.env"
+        ]
+    # With it: the pool, its queues and the automations are made; a worker started as
+    # `make worker` does (prefect.env, flows.launch) registers with the pool.
+    with _api(url), temporary_settings(updates={PREFECT_API_AUTH_STRING: AUTH}):
+        assert deploy.setup(gpu_slots=1)["pool"] == deploy.POOL
+        log = auth_server["home"] / "worker.log"
+        env = _env(auth_server["home"] / "worker", PMG_PREFECT_API_URL=url, PMG_PREFECT_AUTH_STRING=AUTH)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                _after_prefect_env(
+                    env,
+                    [sys.executable, "-m", "flows.launch", "worker", "--pool", deploy.POOL,
+                     "--type", "process", "--name", "worker-auth"],
+                ),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=auth_server["home"],
+                start_new_session=True,
+            )
+        try:
+            with get_client(sync_client=True) as client:
+
+                def registered() -> list[Any]:
+                    if proc.poll() is not None:
+                        tail = log.read_text(errors="replace")[-3000:]
+                        pytest.fail(f"the worker exited with {proc.returncode}:\n{tail}")
+                    workers = client.read_workers_for_work_pool(deploy.POOL)
+                    return [w for w in workers if w.name == "worker-auth"]
+
+                worker = _wait_for("the worker to register", registered, 90, [log, auth_server["log"]])[0]
+        finally:
+            _stop(proc)
+    print(f"\nPOST /api/work_pools/filter without, with a wrong, with the auth string: {codes}")
+    print(f"worker {worker.name}: last heartbeat {worker.last_heartbeat_time}")
+    assert "401" not in log.read_text(errors="replace")
