@@ -17,4 +17,6 @@ GPU work to GPU workers, artifacts for the dashboard, schedules.
   each scenario's `production` adapter).
 - `flows.deploy`: work pool, queues, the `gpu` concurrency limit, the
   zombie-run automation and the deployments (`python -m flows.deploy --help`).
+- `flows.launch`: starts the Prefect server and workers (`make prefect-server`,
+  `make worker`), refusing an API open beyond this machine without an auth string.
 """
