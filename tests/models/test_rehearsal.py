@@ -136,6 +136,29 @@ def test_every_folder_records_what_it_rehearses(rehearsal_dirs) -> None:
 
 
 @pytest.mark.slow
+def test_a_rebuild_writes_the_same_bytes(rehearsal_dirs, tmp_path: Path) -> None:
+    """Same seed and sizes, same files: `dvc.lock` hashes match between machines and runs (issue 16)."""
+    import hashlib
+
+    folders = {"llm": tmp_path / "llm", "scorer": tmp_path / "clip"}
+    params = load_params(PARAMS, {f"profiles.rehearsal.{role}.path": str(path) for role, path in folders.items()})
+    report = R.build_rehearsal(params.rehearsal, params.profiles["rehearsal"], only=tuple(folders), say=lambda _: None)
+    assert all(entry["seconds"] >= 0 for entry in report.values())  # the timing goes to the metrics only
+
+    def digests(folder: Path) -> dict[str, str]:
+        out = {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+        out[R.MARKER_FILE] = {k: v for k, v in R.read_marker(folder).items() if k != "path"}  # the folder differs here
+        return out
+
+    for role, folder in folders.items():
+        assert digests(folder) == digests(rehearsal_dirs[role]), role
+
+
+@pytest.mark.slow
 def test_llm_has_llama_2s_layout_and_chat_template(llm) -> None:
     from transformers import LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
