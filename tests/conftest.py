@@ -1,4 +1,4 @@
-"""Shared fixtures: the real packaged assets the data stages read."""
+"""Shared fixtures: the real packaged assets the data stages read, the rehearsal profile's models."""
 
 from __future__ import annotations
 
@@ -39,3 +39,23 @@ def packaged_model_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
         AssetsConfig(folder=str(folder), download_cache=str(ROOT / ".asset-cache")), specs, log=lambda _: None
     )
     return folder
+
+
+@pytest.fixture(scope="session")
+def rehearsal_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The `rehearsal` profile's four model folders, built once per session from `params.yaml`.
+
+    What `pmg models build-rehearsal` writes (`pmg.models.rehearsal.build_rehearsal`,
+    the `rehearsal` section's tiny sizes), into a temporary folder: role
+    (`llm`, `generator`, `captioner`, `scorer`) -> folder.
+    """
+    from pmg.config import load_params
+    from pmg.models.rehearsal import build_rehearsal
+
+    root = tmp_path_factory.mktemp("rehearsal")
+    folders = {role: root / role for role in ("llm", "generator", "captioner", "scorer")}
+    params = load_params(
+        ROOT / "params.yaml", {f"profiles.rehearsal.{role}.path": str(path) for role, path in folders.items()}
+    )
+    build_rehearsal(params.rehearsal, params.profiles["rehearsal"], say=lambda _: None)
+    return folders

@@ -442,7 +442,9 @@ def selection_effect(
     and `<metric>_selection_effect` (selected − fixed, paired per test user,
     with `_lo` / `_hi`, the 95% bootstrap interval). With these beside the
     differences against `none`, the effect of selection and of conditioning
-    read apart.
+    read apart. With fewer than 2 users there is no interval: the variant
+    gets `selection_effect_skipped` (the reason) and only the fixed
+    candidate's means.
 
     Args:
         selected: the evaluation of the chosen outputs (variants `names`).
@@ -458,9 +460,15 @@ def selection_effect(
         frame = pd.concat([chosen[chosen["variant"] == name], unselected[unselected["variant"] == label]])
         entry: dict[str, float] = {}
         for metric in PAIRED_METRICS:
-            _, values, base = paired_arrays(frame, name, label, metric, where=where)
-            interval = paired_difference(values, base, resamples=resamples, seed=seed)
+            users, values, base = paired_arrays(frame, name, label, metric, where=where)
             entry[f"{metric}_{NO_SELECTION}"] = round(float(base.mean()), 6)
+            if len(users) < 2:  # no interval over one user (as ablation_statistics): said, not a crash
+                entry["selection_effect_skipped"] = (
+                    f"{scenario}: {len(users)} test user(s); the paired interval of the selection effect "
+                    "needs at least 2"
+                )
+                continue
+            interval = paired_difference(values, base, resamples=resamples, seed=seed)
             entry[f"{metric}_selection_effect"] = round(interval.mean, 6)
             entry[f"{metric}_selection_effect_lo"] = round(interval.low, 6)
             entry[f"{metric}_selection_effect_hi"] = round(interval.high, 6)

@@ -239,3 +239,26 @@ def test_selection_effect_reads_selection_apart_from_conditioning() -> None:
     only_none = fake_evaluation({label["none"]: fixed_values}, {label["none"]: fixed_values})
     with pytest.raises(DataError, match=r"keywords \(no_selection\).*run is missing"):  # named, not a gap
         selection_effect("clothing", selected, only_none, ["keywords"], label, resamples=1000, seed=0)
+
+
+def test_selection_effect_over_one_user_is_skipped_with_the_reason() -> None:
+    """One test user (`ablation_max_users: 1`, a scenario with one test user): no interval, said, no crash."""
+    from pmg.evaluate.ablations import NO_SELECTION, STATISTICS_COLUMNS, selection_effect
+
+    def one_user(evaluation: Evaluation) -> Evaluation:
+        return Evaluation(pairs=evaluation.pairs[evaluation.pairs["user_id"] == "u0"].reset_index(drop=True))
+
+    values = np.linspace(0.4, 0.6, len(USERS))
+    label = {"none": f"none ({NO_SELECTION})"}
+    selected = one_user(fake_evaluation({"none": values - 0.05}, {"none": values}))
+    fixed = one_user(fake_evaluation({label["none"]: values}, {label["none"]: values}))
+    effect = selection_effect("clothing", selected, fixed, ["none"], label, resamples=1000, seed=0)["none"]
+    assert effect["selection_effect_skipped"] == (
+        "clothing: 1 test user(s); the paired interval of the selection effect needs at least 2"
+    )
+    assert effect[f"lpips_alex_history_{NO_SELECTION}"] == pytest.approx(values[0], abs=1e-6)
+    assert not [key for key in effect if key.endswith(("_selection_effect", "_selection_effect_lo"))]
+    # The report's cell of a skipped interval is a dash.
+    cells = {title: cell(effect) for title, cell in STATISTICS_COLUMNS}
+    assert cells["History LPIPS-Alex, selected − unselected [95% CI]"] == "—"
+    assert cells["History LPIPS-Alex, no selection"] == f"{values[0]:.4f}"

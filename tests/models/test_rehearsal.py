@@ -3,8 +3,9 @@ with the real hand-overs (LLM width -> projection -> 768, 77-token encoder, [E_m
 BLIP-2 captions).
 
 The models are built once per session from `params.yaml`'s `rehearsal` section
-into a temporary folder (about 10 s on 2 cores, most of it the real CLIP
-vocabulary); the tests that need them are marked slow.
+into a temporary folder (`rehearsal_dirs`, tests/conftest.py; about 10 s on 2
+cores, most of it the real CLIP vocabulary); the tests that need them are
+marked slow.
 """
 
 from __future__ import annotations
@@ -86,15 +87,6 @@ def test_a_spec_of_another_kind_is_refused(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------ slow: the models
-
-
-@pytest.fixture(scope="session")
-def rehearsal_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("rehearsal")
-    folders = {role: root / role for role in ROLES}
-    params = load_params(PARAMS, {f"profiles.rehearsal.{role}.path": str(path) for role, path in folders.items()})
-    R.build_rehearsal(params.rehearsal, params.profiles["rehearsal"], say=lambda _: None)
-    return folders
 
 
 @pytest.fixture(scope="session")
