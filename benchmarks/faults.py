@@ -227,8 +227,10 @@ class Chain:
             checks.append((c.keywords(s), lambda: read_table(c.keywords(s), schemas.Keywords)))
         elif stage == "generate":
             folder = c.candidates(s)
-            checks.append((folder, lambda: _check_candidates(folder, read_table(folder / CANDIDATES_TABLE, schemas.Candidates))))
-            checks.append((folder / GENERATE_REPORT, lambda: json.loads((folder / GENERATE_REPORT).read_text())))
+            table = folder / CANDIDATES_TABLE
+            checks.append((folder, lambda: _check_candidates(folder, read_table(table, schemas.Candidates))))
+            report = folder / GENERATE_REPORT
+            checks.append((report, lambda: json.loads(report.read_text())))
         elif stage == "select":
             checks.append((c.scores(s), lambda: read_table(c.scores(s), schemas.Scores)))
         for path in self.outputs(stage):
@@ -390,14 +392,15 @@ def _fetch_assets(folder: Path) -> Path:
     from pmg.config import AssetsConfig
 
     specs = [spec for spec in DEFAULT_ASSETS if spec.name in {"ml-100k", "noto-emoji", "fashion-mnist"}]
-    fetch_assets(AssetsConfig(folder=str(folder), download_cache=str(ROOT / ".asset-cache")), specs, log=lambda _: None)
+    cfg = AssetsConfig(folder=str(folder), download_cache=str(ROOT / ".asset-cache"))
+    fetch_assets(cfg, specs, log=lambda _: None)
     return folder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, help="scratch folder (default: a temporary one, removed after)")
-    parser.add_argument("--assets", type=Path, help="data assets folder (default: fetched into the scratch folder)")
+    parser.add_argument("--assets", type=Path, help="data assets folder (default: fetched into the scratch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stages", nargs="+", choices=STAGES, help="only these stages (default: all)")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")

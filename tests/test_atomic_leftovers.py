@@ -34,9 +34,8 @@ with atomic_path(Path(sys.argv[1])) as tmp:
 
 
 def _killed_writer(path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_MID_WRITE, str(path)], env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False
-    )
+    command = [sys.executable, "-c", KILLED_MID_WRITE, str(path)]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert done.returncode == -signal.SIGKILL
 
 

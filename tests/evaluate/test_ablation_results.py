@@ -31,7 +31,7 @@ PAIR_COLUMNS = [
 def _result(lpips: float) -> stage.AblationResult:
     """One variant's result; `lpips` tells two runs' tables apart."""
     pairs = pd.DataFrame(
-        [["clothing", "none", "u1", "g7", "target", 0, "g7", lpips, None, 0.5, "runs/x/clothing/u1/cand_0.png"]],
+        [["clothing", "none", "u1", "g7", "target", 0, "g7", lpips, None, 0.5, "runs/x/clothing/u1/c0.png"]],
         columns=PAIR_COLUMNS,
     )
     return stage.AblationResult(
@@ -47,7 +47,9 @@ def _files(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("fail_on", ["ablations.md", "report.json"])
-def test_a_failure_half_way_keeps_the_previous_results_whole(tmp_path: Path, monkeypatch, fail_on: str) -> None:
+def test_a_failure_half_way_keeps_the_previous_results_whole(
+    tmp_path: Path, monkeypatch, fail_on: str
+) -> None:
     params = make_params(tmp_path, evaluate={"ablations": ["none"]})
     where = catalogue(params, tmp_path)
     build_world(tmp_path / "prepared")
@@ -58,7 +60,9 @@ def test_a_failure_half_way_keeps_the_previous_results_whole(tmp_path: Path, mon
     stage.run(params, "clothing", catalogue=where, models=object(), log=lambda _: None)
     folder = where.ablation_results("clothing")
     before = _files(folder)
-    assert set(before) == {"pairs.parquet", "issues.parquet", "ground_truth.parquet", "ablations.md", "report.json"}
+    assert set(before) == {
+        "pairs.parquet", "issues.parquet", "ground_truth.parquet", "ablations.md", "report.json"
+    }  # fmt: skip
 
     # The second run fails after the tables (and, for report.json, the markdown) are written.
     write_text, write_json = stage.write_text_atomic, stage.write_json_atomic
@@ -79,7 +83,9 @@ def test_a_failure_half_way_keeps_the_previous_results_whole(tmp_path: Path, mon
     assert sorted(p.name for p in folder.parent.iterdir()) == ["results"]  # no staging or lock left
 
 
-def test_a_run_that_dies_while_scoring_keeps_its_previous_folder_whole(tmp_path: Path, monkeypatch, metric_models) -> None:
+def test_a_run_that_dies_while_scoring_keeps_its_previous_folder_whole(
+    tmp_path: Path, monkeypatch, metric_models
+) -> None:
     """Each run's `scores.parquet` is committed with its candidates (one swap, under the run folder's lock).
 
     It was written after `generate_into` had committed the run folder: a
@@ -118,7 +124,7 @@ def test_a_run_that_dies_while_scoring_keeps_its_previous_folder_whole(tmp_path:
     where = catalogue(params, tmp_path)
     arguments = dict(
         catalogue=where,
-        models=stage.AblationModels(generator=SimpleNamespace(text_width=8), scorer=None, metric_models=metric_models),
+        models=stage.AblationModels(generator=None, scorer=None, metric_models=metric_models),
         keywords=keywords_frame(),
         behaviour=behaviour(),
         adapters={},

@@ -107,7 +107,7 @@ def test_missing_adapters_skip_their_variants(tmp_path: Path, metric_models) -> 
     prepared = build_world(tmp_path / "prepared")
     calls: list[tuple[bool, bool, int]] = []
 
-    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, generator, soft_model, seed, finish):
+    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, finish, **_):
         calls.append((cfg.use_soft, cfg.use_keywords, len(pairs)))
         rows = []
         for row in pairs.itertuples():
@@ -221,7 +221,7 @@ def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Pa
         str(u): json.loads(h) for u, h in zip(prepared.splits["user_id"], prepared.splits["history_items"])
     }
 
-    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, generator, soft_model, seed, finish):
+    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, finish, **_):
         rows = []
         for row in pairs.itertuples():
             (Path(folder) / row.user_id).mkdir(parents=True, exist_ok=True)

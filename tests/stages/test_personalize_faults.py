@@ -93,7 +93,8 @@ def test_scores_are_committed_with_their_candidates(tmp_path: Path, monkeypatch)
     def fake_pairs(cfg, scenario, keywords, behaviour, items, *, generator, soft_model, seed, save):
         save("u1/cand_0.png", Image.new("RGB", (8, 8), (200, 30, 30)))
         row = {
-            "user_id": "u1", "scenario": scenario, "target_item": "g7", "candidate": 0, "w_p": 1.0, "w_t": 0.0,
+            "user_id": "u1", "scenario": scenario, "target_item": "g7", "candidate": 0,
+            "w_p": 1.0, "w_t": 0.0,
             "seed": 1, "mode": "weighted_embeddings", "variant": "keywords", "preference_text": "",
             "target_text": "x", "keyword_fallback": "", "image_path": "u1/cand_0.png",
         }  # fmt: skip
@@ -114,7 +115,9 @@ def test_scores_are_committed_with_their_candidates(tmp_path: Path, monkeypatch)
     result = stage.personalize(params, "clothing", "u1", "g7", out_dir=tmp_path / "out", models=models)
     folder = Path(result["out_dir"])
     before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    assert {str(p) for p in before} == {"candidates.parquet", "report.json", "scores.parquet", "u1/cand_0.png"}
+    assert {str(p) for p in before} == {
+        "candidates.parquet", "report.json", "scores.parquet", "u1/cand_0.png"
+    }  # fmt: skip
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt  # the run is stopped while it scores
