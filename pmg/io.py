@@ -3,7 +3,11 @@
 Every table of the project is a Parquet file validated by its pandera schema
 (`pmg.schemas`) right after it is read and right before it is written. Writes go
 to a temporary file in the destination folder and are renamed into place, so a
-killed run never leaves a half-written file under the final name.
+killed run never leaves a half-written file under the final name. A file write
+holds the file's lock (`.<name>.lock`, as a folder's below) from the temporary
+file to the rename, and first removes the `.<name>.<random>.tmp` files killed
+writers left (found by the fault-injection suite, `benchmarks/faults.py`: a
+stage killed while writing its table or metrics left one behind for good).
 
 Folder outputs (a prepared scenario, an adapter, a model folder, ...) go
 through `output_folder`, which makes concurrent runs of one stage safe:
@@ -76,26 +80,41 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, wait_s: float | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success.
 
     The temporary file lives in the same folder so the final `os.replace` is an
     atomic rename on POSIX file systems. On any exception the temporary file is
-    removed and `path` is left as it was.
+    removed and `path` is left as it was. The write holds `path`'s lock
+    (`lock_file`) throughout, so it can remove the temporary files that
+    writers killed mid-write left (no live writer of `path` exists while it
+    holds the lock); writers of one file take turns.
+
+    Args:
+        path: the file to (re)place; its folder is created.
+        wait_s: how long to wait for another writer of `path` (see `output_folder`).
+
+    Raises:
+        OutputBusyError: another writer held `path` for longer than the wait.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    lock = _acquire(path, _lock_wait_s(wait_s))
     try:
-        yield tmp_path
-        # mkstemp creates 0600; give the file the mode a plain open() would.
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+        remove_leftovers(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            # mkstemp creates 0600; give the file the mode a plain open() would.
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+    finally:
+        _release(path, lock)
 
 
 # ------------------------------------------------------------------ folders
@@ -220,8 +239,11 @@ def _acquire(final: Path, wait_s: float) -> int:
         "command": " ".join(sys.argv) or sys.executable,
         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+    # Written, then cut to length: truncating to 0 first made ext4 flush the
+    # file on close (its replace-by-truncate heuristic), ~4 ms a lock.
+    data = (json.dumps(info) + "\n").encode("utf-8")
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
     return fd
 
 
@@ -233,17 +255,18 @@ def _release(final: Path, fd: int) -> None:
 
 
 def _leftover_pattern(final: Path) -> re.Pattern[str]:
-    # mkdtemp's random part is 8 characters of [a-z0-9_]; the fixed names are
-    # those of the old `staging_folder`/`replace_folder`.
+    # mkdtemp's and mkstemp's random part is 8 characters of [a-z0-9_]; the
+    # fixed names are those of the old `staging_folder`/`replace_folder`.
     name = re.escape(final.name)
-    return re.compile(rf"\.{name}\.(?:[a-z0-9_]{{8}}(?:\.(?:staging|old|pull))?|staging|old)")
+    return re.compile(rf"\.{name}\.(?:[a-z0-9_]{{8}}(?:\.(?:staging|old|pull|tmp))?|staging|old)")
 
 
 def remove_leftovers(final: str | Path) -> list[Path]:
-    """Delete the staging and old folders that killed writers of `final` left.
+    """Delete the staging and old folders and temporary files that killed writers of `final` left.
 
-    Only safe while holding `final`'s lock (`output_folder` calls it then):
-    no live writer of `final` exists, so every such folder is a dead one's.
+    Only safe while holding `final`'s lock (`output_folder` and `atomic_path`
+    call it then): no live writer of `final` exists, so every such entry is
+    a dead one's.
 
     Returns:
         The paths removed.
@@ -252,14 +275,17 @@ def remove_leftovers(final: str | Path) -> list[Path]:
     if not final.parent.is_dir():
         return []
     pattern = _leftover_pattern(final)
+    prefix = f".{final.name}."
     removed = []
-    for entry in final.parent.iterdir():
-        if pattern.fullmatch(entry.name):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
+    with os.scandir(final.parent) as entries:  # no Path per entry: a file write calls this too
+        for entry in entries:
+            if entry.name.startswith(prefix) and pattern.fullmatch(entry.name):
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
     return removed
 
 

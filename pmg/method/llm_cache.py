@@ -22,11 +22,13 @@ cache is valid across machines, folders and front doors (DVC or Prefect).
 
 Storage. One small JSON file per entry, ``<folder>/<key[:2]>/<key>.json``,
 written to a temporary file in the same folder and renamed into place
-(`os.replace`, atomic on POSIX). Chosen over SQLite because:
+(`pmg.io.atomic_path`: `os.replace`, atomic on POSIX, under the entry's own
+file lock, which also sweeps the temporary files of writers killed
+mid-write). Chosen over SQLite because:
 
-* two processes (a DVC run and a Prefect run) may write at once with no lock:
-  a reader sees either no file or a complete one, and two writers of the same
-  key write the same answer, the last rename wins;
+* two processes (a DVC run and a Prefect run) may write at once: a reader
+  sees either no file or a complete one (readers take no lock), and two
+  writers of the same key take turns and write the same answer;
 * it needs no server and no WAL file, and it works on network file systems
   where SQLite's locking does not;
 * entries are plain text, easy to inspect (`grep -r`), prune (delete files)
@@ -42,9 +44,7 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import struct
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +54,7 @@ from typing import Any
 from PIL import Image
 
 from pmg.config import ModelSpec
+from pmg.io import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +145,11 @@ class ContentCache:
         return record if isinstance(record, dict) and record.get("key") == key else None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        """Store `record` (plus its key) atomically: temp file, then rename."""
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Store `record` (plus its key) atomically: temp file, then rename (`pmg.io.atomic_path`)."""
         data = json.dumps({**record, "key": key}, sort_keys=True, ensure_ascii=False, indent=1).encode(
             "utf-8"
         )
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(self.path(key), data)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob("??/*.json")) if self.folder.is_dir() else 0

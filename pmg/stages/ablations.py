@@ -10,11 +10,17 @@ variants are, which share a run, the pairs and the tables are
 Outputs, in the scenario's ablation folder (`evaluate.ablations_out/<scenario>/`):
 
     runs/<run>/<scenario>/   candidates.parquet, scores.parquet, PNGs (one run per generation key)
-    pairs.parquet            PairMetrics of every variant
-    issues.parquet           EvalIssues
-    ground_truth.parquet     GroundTruthHits (default world)
-    ablations.md             the tables in the paper's layout
-    report.json              runs, shared keys, skipped variants and why, seconds
+    results/pairs.parquet         PairMetrics of every variant
+    results/issues.parquet        EvalIssues
+    results/ground_truth.parquet  GroundTruthHits (default world)
+    results/ablations.md          the tables in the paper's layout
+    results/report.json           runs, shared keys, skipped variants and why, seconds
+
+Each run folder (candidates with their scores) and the `results/` set are
+committed whole through `pmg.io.output_folder`: a run killed or failing
+half-way leaves the previous results (all five files) or the new ones,
+never a mix. `results/` is its own folder because the runs' candidates,
+which its tables point into (`output_image`), must stay where they are.
 
 and the DVC metrics beside them:
 
@@ -47,11 +53,11 @@ import pandas as pd
 
 from pmg import schemas
 from pmg.config import Params
-from pmg.io import read_table, write_json_atomic, write_table, write_text_atomic
+from pmg.io import output_folder, read_table, write_json_atomic, write_table, write_text_atomic
 from pmg.progress import progress
 from pmg.stages import loaders
 from pmg.stages.catalogue import ABLATIONS_MARKDOWN, ABLATIONS_REPORT, SCORES_TABLE, Catalogue
-from pmg.stages.evaluate import measure, write_evaluation
+from pmg.stages.evaluate import measure, write_evaluation_tables
 from pmg.stages.generate import evaluated_keywords, generate_into
 from pmg.stages.select import select_in
 
@@ -164,7 +170,9 @@ def run_variants(
         adapters: adapter key -> adapter folder (see :func:`find_adapters`).
         prepared: the `PreparedScenario`.
         generate, select: the stages' `generate_into` and `select_in` (tests
-            pass stand-ins with their signatures).
+            pass stand-ins with their signatures); `generate` calls its
+            `finish` argument with its staging folder, where the scores are
+            written.
 
     Returns:
         The outputs and metrics per variant, and the skipped variants.
@@ -219,6 +227,15 @@ def run_variants(
         started = time.perf_counter()
         run_cfg = lead.generate_config(params.generate)
         folder = catalogue.ablation_run(scenario, run)
+        scored: list[pd.DataFrame] = []
+
+        def score(staging: Path, candidates: pd.DataFrame) -> None:
+            # Scored and written in the run's staging folder: candidates and
+            # scores are committed in one swap under the folder's lock.
+            scores, _ = select(staging, params.select, scenario, candidates, scorer=models.scorer)
+            write_table(scores, staging / SCORES_TABLE, schemas.Scores)
+            scored.append(scores)
+
         candidates, _ = generate(
             folder,
             run_cfg,
@@ -229,9 +246,9 @@ def run_variants(
             generator=models.generator,
             soft_model=soft_model,
             seed=params.base.seed,
+            finish=score,
         )
-        scores, _ = select(folder, params.select, scenario, candidates, scorer=models.scorer)
-        write_table(scores, folder / SCORES_TABLE, schemas.Scores)
+        scores = scored[0]
         result.seconds[run] = round(time.perf_counter() - started, 3)
         chosen = chosen_outputs(scores, candidates, folder).assign(variant=lead.name)
         requests.extend(requests_from_outputs(chosen, prepared, lead.name))
@@ -351,6 +368,21 @@ def mismatched_user_control(
 # --------------------------------------------------------------------- stage
 
 
+def write_results(
+    folder: Path, result: AblationResult, hits: pd.DataFrame, *, markdown: str, report: dict
+) -> None:
+    """Commit the ablation results as one set: the three evaluation tables, `ablations.md`, `report.json`.
+
+    Written into a staging folder that replaces `folder` whole
+    (`pmg.io.output_folder`): an exception or a kill half-way leaves the
+    previous set as it was, and a second run waits for the first.
+    """
+    with output_folder(folder) as staging:
+        write_evaluation_tables(staging, result.evaluation, hits)
+        write_text_atomic(staging / ABLATIONS_MARKDOWN, markdown)
+        write_json_atomic(staging / ABLATIONS_REPORT, report)
+
+
 def load_models(params: Params, *, need_soft: bool) -> AblationModels:
     """The profile's generator, scorer, LPIPS networks and (when a soft variant can run) the soft base LLM."""
     return AblationModels(
@@ -403,21 +435,16 @@ def run(
         adapters=adapters,
         prepared=prepared,
     )
-    out = catalogue.ablations(scenario)
     used = keywords[keywords["user_id"].astype(str).isin(set(result.outputs["user_id"].astype(str)))]
     hits = ground_truth_hits(scenario, prepared, outputs=result.outputs, keywords=used)
-    write_evaluation(out, result.evaluation, hits, whole_folder=False)  # runs/ stays beside the tables
     ground_truth = summarize_hits(hits)
     nested = {scenario: result.metrics}
-    write_json_atomic(catalogue.ablation_metrics(scenario), nested)
-    write_json_atomic(catalogue.ablation_ground_truth(scenario), {scenario: ground_truth})
-    write_text_atomic(
-        out / ABLATIONS_MARKDOWN,
-        ablation_markdown(scenario, result.metrics, variant_list, result.skipped, ground_truth),
-    )
-    write_json_atomic(
-        out / ABLATIONS_REPORT,
-        {
+    write_results(
+        catalogue.ablation_results(scenario),
+        result,
+        hits,
+        markdown=ablation_markdown(scenario, result.metrics, variant_list, result.skipped, ground_truth),
+        report={
             "scenario": scenario,
             "variants": [v.name for v in variant_list],
             "runs": result.runs,
@@ -429,5 +456,7 @@ def run(
             "seconds": result.seconds,
         },
     )
+    write_json_atomic(catalogue.ablation_metrics(scenario), nested)
+    write_json_atomic(catalogue.ablation_ground_truth(scenario), {scenario: ground_truth})
     log(f"ablations {scenario}: {len(result.metrics)} variants run, {len(result.skipped)} skipped")
     return nested

@@ -140,9 +140,13 @@ class Catalogue:
     # ----------------------------------------------------------- ablations
 
     def ablations(self, scenario: str) -> Path:
-        """The ablation folder: `pairs.parquet`, `issues.parquet`, `ground_truth.parquet`,
-        `ablations.md`, `report.json` and `runs/`."""
+        """The ablation folder: `results/` and `runs/`."""
         return Path(self.params.evaluate.ablations_out) / scenario
+
+    def ablation_results(self, scenario: str) -> Path:
+        """The ablation results, one set committed whole: `pairs.parquet`, `issues.parquet`,
+        `ground_truth.parquet`, `ablations.md`, `report.json`."""
+        return self.ablations(scenario) / "results"
 
     def ablation_run(self, scenario: str, run: str) -> Path:
         """One ablation run's candidates folder (`runs/<run>/<scenario>/`, as the main run's)."""

@@ -15,7 +15,7 @@ scenario, and writes
 Metrics and plots live outside the output folder (as every stage's do), so
 DVC can track them with `cache: false` beside the folder. Every file is
 written atomically; a pair that cannot be measured is counted in the
-metrics, never a crash. `measure` and `write_evaluation` are shared with the
+metrics, never a crash. `measure` and `write_evaluation_tables` are shared with the
 ablations stage, so both evaluate outputs the same way.
 """
 
@@ -50,25 +50,18 @@ def measure(params: Params, scenario: str, requests: Sequence[Any], metric_model
     )
 
 
-def write_evaluation(folder: Path, evaluation: Any, hits: pd.DataFrame, *, whole_folder: bool = True) -> None:
-    """The per-pair metrics, the issues and the ground-truth rows, written into `folder`.
+def write_evaluation(folder: Path, evaluation: Any, hits: pd.DataFrame) -> None:
+    """The per-pair metrics, the issues and the ground-truth rows, committed as `folder`.
 
-    With `whole_folder` (the evaluate stage, whose folder holds only what this
-    stage writes) through `pmg.io.output_folder`: all three tables or none
-    replace the previous ones, and a second run of the stage waits for the
-    first. Without it (the ablation stage, whose folder also holds the runs'
-    candidates written before): each table is replaced atomically on its own
-    and the rest of the folder is kept.
+    Through `pmg.io.output_folder`: all three tables or none replace the
+    previous ones, and a second run of the stage waits for the first.
     """
-    if not whole_folder:
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_tables(folder, evaluation, hits)
-        return
     with output_folder(folder) as staging:
-        _write_tables(staging, evaluation, hits)
+        write_evaluation_tables(staging, evaluation, hits)
 
 
-def _write_tables(folder: Path, evaluation: Any, hits: pd.DataFrame) -> None:
+def write_evaluation_tables(folder: Path, evaluation: Any, hits: pd.DataFrame) -> None:
+    """The three tables of `write_evaluation`, written into an existing (staging) `folder`."""
     write_table(evaluation.pairs, folder / PAIRS_TABLE, schemas.PairMetrics)
     write_table(evaluation.issues, folder / ISSUES_TABLE, schemas.EvalIssues)
     write_table(hits, folder / GROUND_TRUTH_TABLE, schemas.GroundTruthHits)

@@ -45,12 +45,20 @@ def generate_into(
     generator: Any,
     soft_model: Any | None,
     seed: int,
+    finish: Callable[[Path, pd.DataFrame], None] | None = None,
 ) -> tuple[pd.DataFrame, Any]:
     """Generate the pairs of `keywords` into the candidates folder `folder`; return the table and report.
 
     The PNGs, then `report.json`, then `candidates.parquet` (last) are
     written into a staging folder that replaces `folder` only when all of it
     is there: a failed run leaves the previous folder as it was.
+
+    Args:
+        finish: called as `finish(staging, candidates)` once the candidates
+            are written and before the folder is committed, to add files
+            that belong with them (the ablation runs' and `pmg personalize`'s
+            `scores.parquet`): they are committed in the same swap, under the
+            same lock, or not at all when `finish` raises.
     """
     from pmg.method.generate import generate_pairs
 
@@ -69,6 +77,8 @@ def generate_into(
         # Wall time goes to metrics/ only: a rerun on the same inputs writes the same bytes.
         write_json_atomic(staging / GENERATE_REPORT, without_timings(report.as_dict()))
         frame = write_table(frame, staging / CANDIDATES_TABLE, schemas.Candidates)  # the table last
+        if finish is not None:
+            finish(staging, frame)
     return frame, report
 
 
@@ -82,12 +92,13 @@ def generate_for(
     items: pd.DataFrame,
     generator: Any,
     soft_model: Any | None,
+    finish: Callable[[Path, pd.DataFrame], None] | None = None,
 ) -> tuple[pd.DataFrame, Any]:
     """The main run's generation of `keywords` into `folder` (the stage and `pmg personalize`).
 
     Behaviour prompts come from `descriptions` (the assembly `train_soft`
     uses); without a soft model the run is keywords only (a scenario with
-    no adapter, see `train_soft.scenarios`).
+    no adapter, see `train_soft.scenarios`). `finish` is `generate_into`'s.
     """
     from pmg.method.soft import behaviour_prompts
 
@@ -104,6 +115,7 @@ def generate_for(
         generator=generator,
         soft_model=soft_model,
         seed=params.base.seed,
+        finish=finish,
     )
 
 

@@ -115,7 +115,37 @@ def personalize(
                 params, adapter, generator=generator, base=loaders.soft_llm(params, loaded=llm)
             )
     candidates_dir = catalogue.personalized(scenario, user, target)
-    candidates, _ = generate_for(
+    rows: list[dict[str, Any]] = []
+
+    def score(staging: Path, candidates: Any) -> None:
+        # Scored in the staging folder and written there: the candidates and
+        # their scores are committed together, under the folder's lock, or
+        # not at all (the previous pair's folder stays as it was).
+        scorer = models.get("scorer") or loaders.scorer(params)
+        scores, _ = select_in(staging, params.select, scenario, candidates, scorer=scorer)
+        merged = scores.merge(candidates[["candidate", "image_path"]], on="candidate")
+        rows.extend(
+            {
+                "candidate": int(r.candidate),
+                "w_p": float(r.w_p),
+                "w_t": float(r.w_t),
+                "d_p": float(r.d_p),
+                "d_t": float(r.d_t),
+                "z": float(r.z),
+                "chosen": bool(r.chosen),
+                "image": str((candidates_dir / r.image_path).resolve()),
+            }
+            for r in merged.sort_values("candidate").itertuples()
+        )
+        if not any(r["chosen"] for r in rows):
+            # No scores table is written: an empty one would look like a finished pair.
+            raise DataError(
+                candidates_dir,
+                f"no candidate was chosen for user {user!r} and target {target!r} ({len(rows)} scored)",
+            )
+        write_table(scores, staging / SCORES_TABLE, Scores)
+
+    generate_for(
         params,
         scenario,
         candidates_dir,
@@ -124,30 +154,9 @@ def personalize(
         items=prepared.items,
         generator=generator,
         soft_model=soft_model,
+        finish=score,
     )
-    scorer = models.get("scorer") or loaders.scorer(params)
-    scores, _ = select_in(candidates_dir, params.select, scenario, candidates, scorer=scorer)
-    merged = scores.merge(candidates[["candidate", "image_path"]], on="candidate")
-    rows = [
-        {
-            "candidate": int(r.candidate),
-            "w_p": float(r.w_p),
-            "w_t": float(r.w_t),
-            "d_p": float(r.d_p),
-            "d_t": float(r.d_t),
-            "z": float(r.z),
-            "chosen": bool(r.chosen),
-            "image": str((candidates_dir / r.image_path).resolve()),
-        }
-        for r in merged.sort_values("candidate").itertuples()
-    ]
-    chosen = next((r for r in rows if r["chosen"]), None)
-    if chosen is None:
-        # No scores table is written: an empty one would look like a finished pair.
-        raise DataError(
-            candidates_dir, f"no candidate was chosen for user {user!r} and target {target!r} ({len(rows)} scored)"
-        )
-    write_table(scores, candidates_dir / SCORES_TABLE, Scores)
+    chosen = next(r for r in rows if r["chosen"])
     keyword_row = keywords.iloc[0]
     return {
         "scenario": scenario,

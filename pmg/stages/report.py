@@ -55,7 +55,7 @@ def ablation_metrics(catalogue: Catalogue, scenario: str) -> dict[str, dict]:
 
 def ablation_outputs(catalogue: Catalogue, scenario: str) -> dict[tuple[str, str], list[tuple[str, Path | None]]]:
     """(user, target) -> [(variant, chosen image)] from the ablation runs (empty when none)."""
-    report = _read_json(catalogue.ablations(scenario) / ABLATIONS_REPORT)
+    report = _read_json(catalogue.ablation_results(scenario) / ABLATIONS_REPORT)
     out: dict[tuple[str, str], list[tuple[str, Path | None]]] = {}
     if not report:
         return out
@@ -95,7 +95,7 @@ def scenario_inputs(params: Params, catalogue: Catalogue, scenario: str):
         name=scenario,
         metrics=_read_json(catalogue.metrics("evaluate", scenario)) or {},
         ablation_metrics=ablation_metrics(catalogue, scenario),
-        ablation_report=_read_json(catalogue.ablations(scenario) / ABLATIONS_REPORT) or {},
+        ablation_report=_read_json(catalogue.ablation_results(scenario) / ABLATIONS_REPORT) or {},
         ablation_ground_truth=(_read_json(catalogue.ablation_ground_truth(scenario)) or {}).get(scenario) or {},
         prepared=read_scenario(prepared_dir) if (prepared_dir / "items.parquet").is_file() else None,
         scores=_table_or_none(catalogue.scores(scenario), schemas.Scores),

@@ -39,7 +39,7 @@ def test_every_variant_runs_on_the_same_pairs_and_seeds(pipeline_run) -> None:
     nested = json.loads(catalogue(pipeline_run.params, pipeline_run.root).ablation_metrics("clothing").read_text())
     assert nested == pipeline_run.ablations
     assert sorted(nested["clothing"]) == sorted(ALL)
-    pairs = read_table(out / "pairs.parquet", PairMetrics)
+    pairs = read_table(out / "results" / "pairs.parquet", PairMetrics)
     keys = {
         v: set(map(tuple, g[["user_id", "target_item"]].drop_duplicates().to_numpy()))
         for v, g in pairs.groupby("variant")
@@ -66,7 +66,7 @@ def test_every_variant_runs_on_the_same_pairs_and_seeds(pipeline_run) -> None:
     assert pmg["lpips_alex_history_diff_vs_none"] == pytest.approx(diff, abs=2e-6)
     assert pmg["lpips_alex_history_diff_vs_none_lo"] <= pmg["lpips_alex_history_diff_vs_none_hi"]
 
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "results" / "report.json").read_text())
     assert report["skipped"] == {}
     runs = report["runs"]
     assert runs["L0"] == runs["keywords"] and runs["L4"] == runs["soft+keywords"]
@@ -87,7 +87,7 @@ def test_every_variant_runs_on_the_same_pairs_and_seeds(pipeline_run) -> None:
 @pytest.mark.slow  # the session's tiny pipeline run: several generator runs, ~1-2 min on 2 busy cores
 def test_markdown_has_the_paper_layout(pipeline_run) -> None:
     out = Path(pipeline_run.params.evaluate.ablations_out) / "clothing"
-    text = (out / "ablations.md").read_text()
+    text = (out / "results" / "ablations.md").read_text()
     assert "paper Table 2" in text and "paper Table 3" in text
     assert "| Variant | n | History LPIPS-Alex ↓" in text
     assert "No personalisation (target keywords)" in text and "PMG, L=8" in text
@@ -107,7 +107,7 @@ def test_missing_adapters_skip_their_variants(tmp_path: Path, metric_models) -> 
     prepared = build_world(tmp_path / "prepared")
     calls: list[tuple[bool, bool, int]] = []
 
-    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, generator, soft_model, seed):
+    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, finish, **_):
         calls.append((cfg.use_soft, cfg.use_keywords, len(pairs)))
         rows = []
         for row in pairs.itertuples():
@@ -131,6 +131,7 @@ def test_missing_adapters_skip_their_variants(tmp_path: Path, metric_models) -> 
                     "image_path": relative,
                 }
             )
+        finish(Path(folder), pd.DataFrame(rows))
         return pd.DataFrame(rows), None
 
     def fake_select(folder, cfg, scenario, candidates, *, scorer):
@@ -220,7 +221,7 @@ def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Pa
         str(u): json.loads(h) for u, h in zip(prepared.splits["user_id"], prepared.splits["history_items"])
     }
 
-    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, generator, soft_model, seed):
+    def fake_generate(folder, cfg, scenario, pairs, behaviour, items, *, finish, **_):
         rows = []
         for row in pairs.itertuples():
             (Path(folder) / row.user_id).mkdir(parents=True, exist_ok=True)
@@ -240,6 +241,7 @@ def test_the_control_separates_own_history_from_a_user_blind_output(tmp_path: Pa
                         "image_path": relative,
                     }
                 )
+        finish(Path(folder), pd.DataFrame(rows))
         return pd.DataFrame(rows), None
 
     def fake_select(folder, cfg, scenario, candidates, *, scorer):
