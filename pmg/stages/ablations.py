@@ -14,7 +14,7 @@ Outputs, in the scenario's ablation folder (`evaluate.ablations_out/<scenario>/`
     results/issues.parquet        EvalIssues
     results/ground_truth.parquet  GroundTruthHits (default world)
     results/ablations.md          the tables in the paper's layout
-    results/report.json           runs, shared keys, skipped variants and why, seconds
+    results/report.json           runs, shared keys, skipped variants and why (no timings)
 
 Each run folder (candidates with their scores) and the `results/` set are
 committed whole through `pmg.io.output_folder`: a run killed or failing
@@ -453,10 +453,10 @@ def run(
             "pairs": int(result.outputs[["user_id", "target_item"]].drop_duplicates().shape[0])
             if len(result.outputs)
             else 0,
-            "seconds": result.seconds,
-        },
+        },  # no timings in a DVC output (same inputs, same bytes): the runs' seconds go to the log
     )
     write_json_atomic(catalogue.ablation_metrics(scenario), nested)
     write_json_atomic(catalogue.ablation_ground_truth(scenario), {scenario: ground_truth})
-    log(f"ablations {scenario}: {len(result.metrics)} variants run, {len(result.skipped)} skipped")
+    seconds = ", ".join(f"{name} {value:.0f} s" for name, value in result.seconds.items())
+    log(f"ablations {scenario}: {len(result.metrics)} variants run, {len(result.skipped)} skipped ({seconds})")
     return nested
