@@ -41,6 +41,7 @@ import ast
 import functools
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,9 +205,25 @@ class _Parser:
         return edges
 
 
-@functools.cache
+_GRAPH_LOCK = threading.Lock()
+
+
 def import_graph(root: Path = PROJECT_ROOT) -> dict[str, Module]:
-    """Every module of `pmg` under `root`, parsed."""
+    """Every module of `pmg` under `root`, parsed (once per process and root).
+
+    Thread-safe: Prefect runs a flow's tasks in threads, and each computes its
+    cache key from this graph (`flows.tasks.stage_fingerprint`). Without the
+    lock, concurrent first calls all parsed at once, and CPython 3.11's
+    `ast.parse` is not safe for that ("SystemError: AST constructor recursion
+    depth mismatch", seen in a test run): one thread parses, the others wait
+    for its result.
+    """
+    with _GRAPH_LOCK:
+        return _parse_all(root)
+
+
+@functools.cache
+def _parse_all(root: Path) -> dict[str, Module]:
     modules = _module_names(root)
     parser = _Parser(modules)
     return {name: parser.parse(name, path) for name, path in modules.items()}

@@ -129,3 +129,35 @@ def test_the_layers_hold() -> None:
     report = layer_report()
     assert report == {"cycles": [], "upward": []}, report
     assert all(layer_of(name) is not None for name in import_graph()), "every module belongs to a layer"
+
+
+def test_concurrent_first_calls_parse_once(tmp_path: Path, monkeypatch) -> None:
+    """Prefect tasks compute their cache keys in threads: one parse, the others wait (CPython's ast is not
+    safe to run concurrently: a test run failed with 'AST constructor recursion depth mismatch')."""
+    import threading
+    import time
+
+    import pmg.stages.deps as deps
+
+    root = _tree(tmp_path, {"pmg/__init__.py": "", "pmg/a.py": "import pmg\n"})
+    inside, most, guard = [0], [0], threading.Lock()
+    real = deps._module_names
+
+    def slow_module_names(where: Path):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        with guard:
+            inside[0] -= 1
+        return real(where)
+
+    monkeypatch.setattr(deps, "_module_names", slow_module_names)
+    graphs: list = []
+    threads = [threading.Thread(target=lambda: graphs.append(import_graph(root))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1 and len(graphs) == 4 and all(g is graphs[0] for g in graphs)
+    assert set(graphs[0]) == {"pmg", "pmg.a"}
