@@ -26,7 +26,6 @@ metrics and their pair-weighted overall, `overall_metrics`).
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import io
 import json
 import logging
@@ -320,7 +319,6 @@ def render_report(params: Params, sections: list[dict], overall: Mapping) -> str
         headline_columns=HEADLINE_COLUMNS,
         headline_note=HEADLINE_NOTE,
         image_size=params.evaluate.image_size,
-        generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         scenarios=sections,
         overall=overall or {},
         overall_keys=OVERALL_KEYS,

@@ -46,7 +46,7 @@ REPORT_TEMPLATE = r"""<!DOCTYPE html>
 <body>
 <header>
   <h1>{{ title }}</h1>
-  <p>profile {{ profile }} · images compared at {{ image_size }} px · LPIPS lower = more similar, SSIM higher = more similar · generated {{ generated }}</p>
+  <p>profile {{ profile }} · images compared at {{ image_size }} px · LPIPS lower = more similar, SSIM higher = more similar</p>
   <nav>{% for s in scenarios %}<a href="#{{ s.name }}">{{ s.name }}</a>{% endfor %}</nav>
 </header>
 <main>
